@@ -1,0 +1,472 @@
+//! The served tree: the publish gate, the hot cache, the hash cache, and resolving a request
+//! path to an open file without ever leaving the root.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use parking_lot::Mutex;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use tokio::sync::{RwLock, RwLockWriteGuard};
+
+use crate::cache::{affected, normalize_changed, HotCache};
+use crate::options::ServeOptions;
+use crate::resource::{Encoding, Rep, Resource, Source};
+use crate::target;
+
+/// Entries in the hash cache and in the hint table before they are emptied and refilled.
+const HASH_CACHE_ENTRIES: usize = 65_536;
+/// How often a file that keeps changing while it is hashed is hashed again.
+const HASH_ATTEMPTS: usize = 3;
+
+/// Shared handle on the served tree. Create with [`Site::new`], hand a clone to [`run`](crate::run),
+/// and take [`Site::publish`] around each changeset's rename phase.
+pub struct Site {
+    root: PathBuf,
+    pub(crate) opts: ServeOptions,
+    gate: RwLock<()>,
+    dir: OnceLock<RootDir>,
+    no_openat2: AtomicBool,
+    hot: HotCache,
+    hashes: Mutex<Hashes>,
+}
+
+struct RootDir {
+    fd: File,
+    /// Canonical path, to check where an opened file really is.
+    real: PathBuf,
+}
+
+#[derive(Default)]
+struct Hashes {
+    /// (path) → stat identity and the blake3 of the bytes seen with it.
+    known: HashMap<Box<str>, (FileId, [u8; 32])>,
+    /// Hashes the mirror told us about, not yet matched to a stat.
+    hints: HashMap<Box<str>, [u8; 32]>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct FileId {
+    len: u64,
+    mtime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+impl FileId {
+    fn of(m: &std::fs::Metadata) -> Self {
+        FileId {
+            len: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+}
+
+/// Held by the mirror around the rename phase of one changeset. See [`Site::publish`].
+#[must_use = "the publish gate closes as soon as the guard is dropped"]
+pub struct PublishGuard<'a> {
+    site: &'a Site,
+    changed: Vec<String>,
+    _gate: RwLockWriteGuard<'a, ()>,
+}
+
+impl Drop for PublishGuard<'_> {
+    fn drop(&mut self) {
+        // Runs before the write lock is released (fields drop after this body), so no request
+        // can see a stale cache entry once the gate reopens.
+        self.site.invalidate(&self.changed);
+    }
+}
+
+impl PublishGuard<'_> {
+    /// Adds paths to invalidate when the guard is dropped.
+    pub fn changed(&mut self, path: impl Into<String>) {
+        self.changed.push(path.into());
+    }
+}
+
+/// An invalid hash given to [`Site::set_hash`].
+#[derive(Debug, thiserror::Error)]
+#[error("not a blake3 hash in hex: {0:?}")]
+pub struct InvalidHash(pub String);
+
+/// What a request path resolved to.
+pub(crate) enum Lookup {
+    Found(Arc<Resource>),
+    /// A directory asked for without its trailing `/`.
+    Redirect,
+    /// Nothing servable; carries the site's `404.html` when it has one.
+    NotFound(Option<Arc<Resource>>),
+}
+
+enum Opened {
+    File(Rep),
+    Dir,
+    Missing,
+}
+
+impl Site {
+    /// A site serving `root`. Cheap; the root is opened on first use, so it may be created
+    /// after this call.
+    pub fn new(root: PathBuf, opts: ServeOptions) -> Arc<Site> {
+        Arc::new(Site {
+            hot: HotCache::new(opts.hot_cache_bytes),
+            root,
+            opts,
+            gate: RwLock::new(()),
+            dir: OnceLock::new(),
+            no_openat2: AtomicBool::new(false),
+            hashes: Mutex::new(Hashes::default()),
+        })
+    }
+
+    /// The directory served.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ServeOptions {
+        &self.opts
+    }
+
+    /// Closes the publish gate for the rename phase of one changeset. While the guard is held,
+    /// new requests wait (resolving a path and opening its file happen under the gate's read
+    /// side; streaming a file that is already open does not hold it). Waits for requests
+    /// already resolving to finish opening. Dropping the guard invalidates the hot cache and the
+    /// hash cache for `changed` (paths relative to the root, `/`-separated; a directory stands
+    /// for everything under it; `""` for the whole tree) and reopens the gate.
+    pub async fn publish(&self, changed: Vec<String>) -> PublishGuard<'_> {
+        let gate = self.gate.write().await;
+        PublishGuard {
+            site: self,
+            changed,
+            _gate: gate,
+        }
+    }
+
+    /// Tells the server the blake3 hash (64 hex digits) of the file now at `path` (relative to
+    /// the root), so it need not hash it itself. Call it once the file with exactly these bytes
+    /// is in place, or while holding the [`PublishGuard`] of the changeset that renames it
+    /// there: the hint is used for the next version of `path` the server opens.
+    pub fn set_hash(&self, path: &str, hash_hex: &str) -> Result<(), InvalidHash> {
+        let hash = parse_hex(hash_hex).ok_or_else(|| InvalidHash(hash_hex.to_owned()))?;
+        let path = path.trim_matches('/');
+        let mut h = self.hashes.lock();
+        if h.hints.len() >= HASH_CACHE_ENTRIES {
+            h.hints.clear();
+        }
+        h.known.remove(path);
+        h.hints.insert(path.into(), hash);
+        Ok(())
+    }
+
+    fn invalidate(&self, changed: &[String]) {
+        let set = normalize_changed(changed);
+        self.hot.invalidate(&set);
+        let mut h = self.hashes.lock();
+        if set.contains("") {
+            h.known.clear();
+        } else {
+            h.known.retain(|k, _| !affected(k, &set));
+        }
+    }
+
+    /// Resolves `rel` (from [`target::parse`]) under the gate's read side.
+    pub(crate) async fn lookup(self: &Arc<Self>, rel: &str) -> Lookup {
+        let _gate = self.gate.read().await;
+        match self.find(rel).await {
+            Some(Ok(res)) => Lookup::Found(res),
+            Some(Err(())) => Lookup::Redirect,
+            None => Lookup::NotFound(self.find("404.html").await.and_then(Result::ok)),
+        }
+    }
+
+    /// The site's own `404.html`, if it has one, under the gate's read side.
+    pub(crate) async fn not_found_page(self: &Arc<Self>) -> Option<Arc<Resource>> {
+        let _gate = self.gate.read().await;
+        self.find("404.html").await.and_then(Result::ok)
+    }
+
+    /// `Some(Ok)`: found; `Some(Err)`: directory without `/`; `None`: nothing servable.
+    async fn find(self: &Arc<Self>, rel: &str) -> Option<Result<Arc<Resource>, ()>> {
+        if let Some(res) = self.hot.get(rel) {
+            if res.loaded_at.elapsed() < self.opts.revalidate_after {
+                return Some(Ok(res));
+            }
+        }
+        let site = self.clone();
+        let key = rel.to_owned();
+        let loaded = tokio::task::spawn_blocking(move || site.load(&key))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(cause = %e, "resolving a path panicked");
+                None
+            });
+        if let Some(Ok(res)) = &loaded {
+            self.hot.insert(rel, res);
+        }
+        loaded
+    }
+
+    fn root_dir(&self) -> Option<&RootDir> {
+        if let Some(d) = self.dir.get() {
+            return Some(d);
+        }
+        let fd = File::open(&self.root)
+            .inspect_err(|e| tracing::warn!(root = %self.root.display(), cause = %e, "cannot open the served root"))
+            .ok()?;
+        let real = std::fs::canonicalize(&self.root).ok()?;
+        let _ = self.dir.set(RootDir { fd, real });
+        self.dir.get()
+    }
+
+    /// Blocking: opens `rel` (plus `index.html` for a directory path) and its variants.
+    fn load(&self, rel: &str) -> Option<Result<Arc<Resource>, ()>> {
+        let root = self.root_dir()?;
+        let file_rel: Cow<str> = if rel.is_empty() || rel.ends_with('/') {
+            Cow::Owned(format!("{rel}index.html"))
+        } else {
+            Cow::Borrowed(rel)
+        };
+        let plain = match self.open_rep(root, &file_rel, Encoding::Identity) {
+            Opened::File(rep) => rep,
+            Opened::Dir if matches!(file_rel, Cow::Borrowed(_)) => return Some(Err(())),
+            Opened::Dir | Opened::Missing => return None,
+        };
+        let mut reps = Vec::with_capacity(1);
+        reps.push(plain);
+        let mut name = String::with_capacity(file_rel.len() + 4);
+        for enc in Encoding::PRECOMPRESSED {
+            name.clear();
+            name.push_str(&file_rel);
+            name.push_str(enc.suffix());
+            if let Opened::File(rep) = self.open_rep(root, &name, enc) {
+                reps.push(rep);
+            }
+        }
+        Some(Ok(Arc::new(Resource {
+            content_type: content_type(&file_rel),
+            cache_control: self.opts.cache_control.for_path(&file_rel),
+            reps,
+            loaded_at: Instant::now(),
+        })))
+    }
+
+    fn open_rep(&self, root: &RootDir, rel: &str, encoding: Encoding) -> Opened {
+        let Some(file) = self.open_beneath(root, rel) else {
+            return Opened::Missing;
+        };
+        let Ok(meta) = file.metadata() else {
+            return Opened::Missing;
+        };
+        if meta.is_dir() {
+            return Opened::Dir;
+        }
+        if !meta.is_file() {
+            return Opened::Missing;
+        }
+        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+        let mtime_secs = mtime
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last_modified = http_date(UNIX_EPOCH + Duration::from_secs(mtime_secs));
+        let small = self.opts.hot_cache_bytes > 0 && meta.len() <= self.opts.hot_cache_max_file;
+        let (len, hash, source) = if small {
+            let mut buf = Vec::with_capacity(meta.len() as usize + 1);
+            if (&file).read_to_end(&mut buf).is_err() {
+                return Opened::Missing;
+            }
+            let hash = *blake3::hash(&buf).as_bytes();
+            (buf.len() as u64, hash, Source::Memory(Bytes::from(buf)))
+        } else {
+            let Some(hash) = self.hash_of(rel, &file, FileId::of(&meta)) else {
+                return Opened::Missing;
+            };
+            (meta.len(), hash, Source::File(Arc::new(file)))
+        };
+        Opened::File(Rep {
+            encoding,
+            len,
+            etag: etag(&hash),
+            last_modified,
+            mtime_secs,
+            source,
+        })
+    }
+
+    /// Opens `rel` for reading without leaving the root: `openat2(RESOLVE_BENEATH)` where the
+    /// kernel has it, and in every case a check of where the opened file really is, so a
+    /// symlink can lead neither out of the root nor into the mirror's `.tamizdat*` state.
+    fn open_beneath(&self, root: &RootDir, rel: &str) -> Option<File> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let file = if !self.no_openat2.load(Ordering::Relaxed) {
+            match rustix::fs::openat2(
+                &root.fd,
+                rel,
+                flags,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(fd) => Some(File::from(fd)),
+                Err(rustix::io::Errno::NOSYS) => {
+                    self.no_openat2.store(true, Ordering::Relaxed);
+                    None
+                }
+                Err(_) => return None,
+            }
+        } else {
+            None
+        };
+        let (file, beneath) = match file {
+            Some(f) => (f, true),
+            None => {
+                let fd = rustix::fs::openat(&root.fd, rel, flags, Mode::empty()).ok()?;
+                (File::from(fd), false)
+            }
+        };
+        let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+        match std::fs::read_link(link) {
+            Ok(real) => {
+                let inside = real
+                    .strip_prefix(&root.real)
+                    .ok()
+                    .and_then(|p| p.to_str())
+                    .is_some_and(target::servable);
+                inside.then_some(file)
+            }
+            // Without /proc, only the kernel's RESOLVE_BENEATH vouches for the path.
+            Err(_) => beneath.then_some(file),
+        }
+    }
+
+    /// The blake3 of a file too big for the hot cache: from the hash cache when the stat
+    /// matches, else from the mirror's hint, else hashed here (we are on a blocking thread).
+    fn hash_of(&self, rel: &str, file: &File, id: FileId) -> Option<[u8; 32]> {
+        {
+            let mut h = self.hashes.lock();
+            if let Some((known, hash)) = h.known.get(rel) {
+                if *known == id {
+                    return Some(*hash);
+                }
+            }
+            if let Some(hash) = h.hints.remove(rel) {
+                if h.known.len() >= HASH_CACHE_ENTRIES {
+                    h.known.clear();
+                }
+                h.known.insert(rel.into(), (id, hash));
+                return Some(hash);
+            }
+        }
+        let mut id = id;
+        for _ in 0..HASH_ATTEMPTS {
+            let hash = hash_file(file).ok()?;
+            let after = FileId::of(&file.metadata().ok()?);
+            if after == id {
+                let mut h = self.hashes.lock();
+                if h.known.len() >= HASH_CACHE_ENTRIES {
+                    h.known.clear();
+                }
+                h.known.insert(rel.into(), (id, hash));
+                return Some(hash);
+            }
+            id = after;
+        }
+        tracing::warn!(path = rel, "file keeps changing while hashed; not served");
+        None
+    }
+}
+
+fn hash_file(file: &File) -> io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut pos = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, pos)?;
+        if n == 0 {
+            return Ok(*hasher.finalize().as_bytes());
+        }
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+fn etag(hash: &[u8; 32]) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = Vec::with_capacity(66);
+    s.push(b'"');
+    for b in hash {
+        s.push(HEX[(b >> 4) as usize]);
+        s.push(HEX[(b & 15) as usize]);
+    }
+    s.push(b'"');
+    HeaderValue::from_bytes(&s).expect("hex is a valid header value")
+}
+
+pub(crate) fn http_date(t: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(t)).expect("an HTTP date is a header value")
+}
+
+fn content_type(rel: &str) -> HeaderValue {
+    let mime = mime_guess::from_path(rel)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    let textual = mime.starts_with("text/")
+        || matches!(
+            mime,
+            "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
+        );
+    if textual {
+        HeaderValue::from_str(&format!("{mime}; charset=utf-8"))
+    } else {
+        HeaderValue::from_str(mime)
+    }
+    .unwrap_or(HeaderValue::from_static("application/octet-stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_etag() {
+        let h = *blake3::hash(b"x").as_bytes();
+        let hex = blake3::hash(b"x").to_hex();
+        assert_eq!(parse_hex(&hex), Some(h));
+        assert_eq!(parse_hex("zz"), None);
+        assert_eq!(etag(&h).to_str().unwrap(), format!("\"{hex}\""));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("a/b.html"), "text/html; charset=utf-8");
+        assert_eq!(content_type("a.mp4"), "video/mp4");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+    }
+}
