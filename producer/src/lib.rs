@@ -1,1 +1,39 @@
+//! tamizdat-producer: renders a news site to static files at the moment an article is saved.
+//!
+//! A CMS publishes a document (HTTP hook or CLI); the producer stores it in SQLite, works out
+//! which pages show it (the article, the home page, the archive and tag pages that list it,
+//! the feeds, the sitemap), renders those through minijinja templates and writes only the
+//! files whose bytes changed, each atomically. The distributor picks the files up like any
+//! other writer's.
+//!
+//! # Layout
+//! - [`cms`]: the document format and its validation (publish events in).
+//! - [`frontmatter`]: Markdown files with TOML or YAML front matter.
+//! - [`markup`]: Markdown to HTML, sanitising, summaries.
+//! - [`store`]: the SQLite store.
+//! - [`pages`]: page keys, paths, and the pagination scheme.
+//! - [`render`]: themes and templates.
+//! - [`feeds`]: Atom and sitemap XML.
+//! - [`generate`]: one page, or the whole site, from the store.
+//! - [`output`]: atomic, only-if-changed writes with precompressed variants.
+//! - [`site`]: the publisher that ties these together.
+//! - [`lock`]: the single-writer rule between processes.
+//! - [`http`], [`media`]: the HTTP hook and uploads.
+//! - [`watch`]: re-render a directory of Markdown files on save.
 
+pub mod cms;
+pub mod feeds;
+pub mod frontmatter;
+pub mod generate;
+pub mod http;
+pub mod lock;
+pub mod markup;
+pub mod media;
+pub mod output;
+pub mod pages;
+pub mod render;
+pub mod site;
+pub mod store;
+pub mod watch;
+
+pub use site::{PublishError, Report, Site, SiteOptions};

@@ -1,0 +1,387 @@
+//! Rendering pages from the store: one [`PageKey`] at a time for a publish, or everything at
+//! once for `render --all`. Both paths go through the same functions, so a full rebuild
+//! produces exactly the bytes a sequence of publishes would, and a later publish rewrites
+//! nothing it did not change.
+
+use crate::cms::Kind;
+use crate::output::{DirSync, Outcome};
+use crate::pages::{self, PageKey, FEED_ITEMS, HOME_ITEMS, PER_PAGE, SITEMAP_CHUNK};
+use crate::render::{DocView, SiteInfo, Theme};
+use crate::site::{feed_for, view, Action, PublishError, Report, Site};
+use crate::store::{self, DocRow, Listing};
+use crate::{feeds, markup};
+use minijinja::context;
+use rusqlite::Connection;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Serialize)]
+struct ListingView {
+    title: String,
+    tag: Option<TagInfo>,
+    url: String,
+    feed_url: String,
+}
+
+#[derive(Serialize)]
+struct TagInfo {
+    name: String,
+    slug: String,
+}
+
+#[derive(Serialize, Default)]
+struct PageInfo {
+    number: Option<u64>,
+    newer_url: Option<String>,
+    older_url: Option<String>,
+}
+
+fn listing_view(conn: &Connection, listing: &Listing) -> rusqlite::Result<ListingView> {
+    Ok(match listing {
+        Listing::All => ListingView {
+            title: "Archive".into(),
+            tag: None,
+            url: pages::listing_url(listing),
+            feed_url: "/feed.atom".into(),
+        },
+        Listing::Tag(t) => {
+            let name = store::tag_name(conn, t)?.unwrap_or_else(|| t.clone());
+            ListingView {
+                title: name.clone(),
+                tag: Some(TagInfo {
+                    name,
+                    slug: t.clone(),
+                }),
+                url: pages::listing_url(listing),
+                feed_url: format!("/tags/{t}/feed.atom"),
+            }
+        }
+    })
+}
+
+fn listing_html(
+    theme: &Theme,
+    info: &SiteInfo,
+    listing: &ListingView,
+    items: &[DocRow],
+    page: PageInfo,
+) -> Result<Vec<u8>, PublishError> {
+    let items: Vec<DocView> = items.iter().map(view).collect();
+    let html = theme.render(
+        "tag.html",
+        context! { site => info, listing => listing, items => items, page => page },
+    )?;
+    Ok(html.into_bytes())
+}
+
+/// A numbered listing page from its items (newest first).
+fn numbered_page(
+    theme: &Theme,
+    info: &SiteInfo,
+    listing: &Listing,
+    lv: &ListingView,
+    p: u64,
+    count: u64,
+    items: &[DocRow],
+) -> Result<Action, PublishError> {
+    let total = pages::page_count(listing, count, PER_PAGE);
+    let page = PageInfo {
+        number: Some(p),
+        newer_url: (p < total).then(|| pages::listing_page_url(listing, p + 1)),
+        older_url: (p > 1).then(|| pages::listing_page_url(listing, p - 1)),
+    };
+    let path = pages::index_file(&pages::listing_page_url(listing, p));
+    Ok(Action::Put(
+        path,
+        listing_html(theme, info, lv, items, page)?,
+    ))
+}
+
+fn sitemap_chunk(info: &SiteInfo, items_oldest_first: &[DocRow]) -> Vec<u8> {
+    feeds::urlset(items_oldest_first.iter().map(|d| {
+        (
+            format!("{}{}", info.url, pages::doc_url(d)),
+            Some(d.updated_at),
+        )
+    }))
+    .into_bytes()
+}
+
+fn sitemap_chunk_path(c: u64) -> String {
+    format!("sitemaps/articles-{c}.xml")
+}
+
+/// Renders one page from the store.
+pub(crate) fn render_key(site: &Site, key: &PageKey) -> Result<Action, PublishError> {
+    let (conn, theme, info, _, _) = site.parts();
+    Ok(match key {
+        PageKey::Doc(slug) => match store::get(conn, slug)? {
+            None => Action::Nothing,
+            Some(doc) => Action::Put(pages::doc_path(&doc), doc_html(theme, info, &doc)?),
+        },
+        PageKey::Remove(path) => Action::Remove(path.clone()),
+        PageKey::Home => {
+            let items: Vec<DocView> = store::newest(conn, &Listing::All, 0, HOME_ITEMS, false)?
+                .iter()
+                .map(view)
+                .collect();
+            let html = theme.render("index.html", context! { site => info, items => items })?;
+            Action::Put("index.html".into(), html.into_bytes())
+        }
+        PageKey::Feed => {
+            let docs = store::newest(conn, &Listing::All, 0, FEED_ITEMS, true)?;
+            let xml = feed_for(info, &info.title, "/feed.atom", "/", &docs);
+            Action::Put("feed.atom".into(), xml.into_bytes())
+        }
+        PageKey::ListingIndex(listing) => {
+            let n = store::count(conn, listing)?;
+            let path = pages::index_file(&pages::listing_url(listing));
+            if n == 0 && matches!(listing, Listing::Tag(_)) {
+                return Ok(Action::Remove(path));
+            }
+            let items = store::newest(conn, listing, 0, PER_PAGE, false)?;
+            let page = PageInfo {
+                number: None,
+                newer_url: None,
+                older_url: (n > PER_PAGE).then(|| {
+                    pages::listing_page_url(listing, pages::page_of(n - PER_PAGE - 1, PER_PAGE))
+                }),
+            };
+            let lv = listing_view(conn, listing)?;
+            Action::Put(path, listing_html(theme, info, &lv, &items, page)?)
+        }
+        PageKey::ListingPage(listing, p) => {
+            let n = store::count(conn, listing)?;
+            if *p == 0 || *p > pages::page_count(listing, n, PER_PAGE) {
+                return Ok(Action::Remove(pages::index_file(&pages::listing_page_url(
+                    listing, *p,
+                ))));
+            }
+            let lo = (p - 1) * PER_PAGE;
+            let hi = (p * PER_PAGE).min(n);
+            let items = store::newest(conn, listing, n - hi, hi.saturating_sub(lo), false)?;
+            let lv = listing_view(conn, listing)?;
+            numbered_page(theme, info, listing, &lv, *p, n, &items)?
+        }
+        PageKey::TagFeed(t) => {
+            let listing = Listing::Tag(t.clone());
+            let path = format!("tags/{t}/feed.atom");
+            if store::count(conn, &listing)? == 0 {
+                return Ok(Action::Remove(path));
+            }
+            let docs = store::newest(conn, &listing, 0, FEED_ITEMS, true)?;
+            let name = store::tag_name(conn, t)?.unwrap_or_else(|| t.clone());
+            let title = format!("{}: {name}", info.title);
+            let xml = feed_for(
+                info,
+                &title,
+                &format!("/{path}"),
+                &format!("/tags/{t}/"),
+                &docs,
+            );
+            Action::Put(path, xml.into_bytes())
+        }
+        PageKey::SitemapIndex => {
+            let chunks = store::count(conn, &Listing::All)?.div_ceil(SITEMAP_CHUNK);
+            let locs = std::iter::once(format!("{}/sitemaps/pages.xml", info.url))
+                .chain((1..=chunks).map(|c| format!("{}/{}", info.url, sitemap_chunk_path(c))));
+            Action::Put(
+                "sitemap.xml".into(),
+                feeds::sitemap_index(locs).into_bytes(),
+            )
+        }
+        PageKey::SitemapPages => {
+            let fixed = ["/", "/archive/"].map(|u| (format!("{}{u}", info.url), None));
+            let docs = store::all_of_kind(conn, Kind::Page, false)?;
+            let docs = docs.iter().map(|d| {
+                (
+                    format!("{}{}", info.url, pages::doc_url(d)),
+                    Some(d.updated_at),
+                )
+            });
+            let tags = store::all_tags(conn)?;
+            let tags = tags
+                .iter()
+                .map(|t| (format!("{}/tags/{t}/", info.url), None));
+            let xml = feeds::urlset(fixed.into_iter().chain(docs).chain(tags));
+            Action::Put("sitemaps/pages.xml".into(), xml.into_bytes())
+        }
+        PageKey::SitemapChunk(c) => {
+            let n = store::count(conn, &Listing::All)?;
+            if *c == 0 || *c > n.div_ceil(SITEMAP_CHUNK) {
+                return Ok(Action::Remove(sitemap_chunk_path(*c)));
+            }
+            let lo = (c - 1) * SITEMAP_CHUNK;
+            let hi = (c * SITEMAP_CHUNK).min(n);
+            let mut items = store::newest(conn, &Listing::All, n - hi, hi - lo, false)?;
+            items.reverse();
+            Action::Put(sitemap_chunk_path(*c), sitemap_chunk(info, &items))
+        }
+        PageKey::NotFound => {
+            let doc = DocRow {
+                slug: "404".into(),
+                kind: Kind::Page,
+                title: "Page not found".into(),
+                body: String::new(),
+                format: crate::cms::Format::Html,
+                body_html: "<p>This page is not here. It may have moved or been unpublished. \
+                            Try the <a href=\"/\">front page</a> or the <a href=\"/archive/\">archive</a>.</p>"
+                    .into(),
+                summary: String::new(),
+                tags: Vec::new(),
+                authors: Vec::new(),
+                published_at: 0,
+                updated_at: 0,
+                extra: Default::default(),
+            };
+            Action::Put("404.html".into(), doc_html(theme, info, &doc)?)
+        }
+        PageKey::Stylesheet => {
+            Action::Put("assets/style.css".into(), theme.css().as_bytes().to_vec())
+        }
+    })
+}
+
+fn doc_html(theme: &Theme, info: &SiteInfo, doc: &DocRow) -> Result<Vec<u8>, PublishError> {
+    let template = match doc.kind {
+        Kind::Article => "article.html",
+        Kind::Page => "page.html",
+    };
+    let html = theme.render(template, context! { site => info, doc => view(doc) })?;
+    Ok(html.into_bytes())
+}
+
+/// Rebuilds the whole site. Listings are streamed in one ordered pass each instead of one
+/// query per page.
+pub(crate) fn render_all(
+    site: &mut Site,
+    started: Instant,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Report, PublishError> {
+    // Bodies first: a sanitiser or Markdown option change applies to every stored document.
+    let sanitize = site.options().sanitize;
+    {
+        let tx = store::begin(site.conn_mut())?;
+        for slug in store::all_slugs(&tx)? {
+            if let Some(doc) = store::get(&tx, &slug)? {
+                let html = markup::body_html(&doc.body, doc.format, sanitize);
+                if html != doc.body_html {
+                    store::set_body_html(&tx, &slug, &html)?;
+                }
+            }
+        }
+        tx.commit()?;
+    }
+    let (conn, theme, info, output, _) = site.parts();
+    let mut report = Report::default();
+    let mut dirs = DirSync::batch(output.root());
+    let mut emit = |action: Action, report: &mut Report| -> Result<(), PublishError> {
+        match action {
+            Action::Put(path, bytes) => match output.put(&path, &bytes, &mut dirs)? {
+                Outcome::Written => report.written.push(path),
+                Outcome::Unchanged => report.unchanged.push(path),
+            },
+            Action::Remove(path) => {
+                if output.remove(&path, &mut dirs)? {
+                    report.removed.push(path);
+                }
+            }
+            Action::Nothing => {}
+        }
+        Ok(())
+    };
+
+    let articles = store::all_of_kind(conn, Kind::Article, true)?;
+    let docs_pages = store::all_of_kind(conn, Kind::Page, true)?;
+    let tags = store::all_tags(conn)?;
+    let n = articles.len() as u64;
+    let total = n + docs_pages.len() as u64 + n.div_ceil(PER_PAGE) + tags.len() as u64;
+    let mut done = 0u64;
+    for doc in articles.iter().chain(&docs_pages) {
+        emit(
+            Action::Put(pages::doc_path(doc), doc_html(theme, info, doc)?),
+            &mut report,
+        )?;
+        done += 1;
+        if done % 256 == 0 {
+            progress(done, total);
+        }
+    }
+    // Listing rows as the per-page queries return them: without bodies.
+    let rows: Vec<DocRow> = articles
+        .into_iter()
+        .map(|d| DocRow {
+            body: String::new(),
+            body_html: String::new(),
+            ..d
+        })
+        .collect();
+    drop(docs_pages);
+    let all = Listing::All;
+    let lv = listing_view(conn, &all)?;
+    for (i, chunk) in rows.chunks(PER_PAGE as usize).enumerate() {
+        let items: Vec<DocRow> = chunk.iter().rev().cloned().collect();
+        emit(
+            numbered_page(theme, info, &all, &lv, i as u64 + 1, n, &items)?,
+            &mut report,
+        )?;
+        done += 1;
+    }
+    if n == 0 {
+        emit(
+            numbered_page(theme, info, &all, &lv, 1, 0, &[])?,
+            &mut report,
+        )?;
+    }
+    for (i, chunk) in rows.chunks(SITEMAP_CHUNK as usize).enumerate() {
+        emit(
+            Action::Put(sitemap_chunk_path(i as u64 + 1), sitemap_chunk(info, chunk)),
+            &mut report,
+        )?;
+    }
+    progress(done, total);
+    let mut by_tag: std::collections::HashMap<&str, Vec<&DocRow>> = Default::default();
+    for d in &rows {
+        for t in &d.tags {
+            by_tag.entry(t.slug.as_str()).or_default().push(d);
+        }
+    }
+    for tag in &tags {
+        let listing = Listing::Tag(tag.clone());
+        let members = by_tag.remove(tag.as_str()).unwrap_or_default();
+        let lv = listing_view(conn, &listing)?;
+        let count = members.len() as u64;
+        for (i, chunk) in members.chunks(PER_PAGE as usize).enumerate() {
+            let items: Vec<DocRow> = chunk.iter().rev().map(|d| (*d).clone()).collect();
+            emit(
+                numbered_page(theme, info, &listing, &lv, i as u64 + 1, count, &items)?,
+                &mut report,
+            )?;
+        }
+        emit(
+            render_key(site, &PageKey::ListingIndex(listing))?,
+            &mut report,
+        )?;
+        emit(
+            render_key(site, &PageKey::TagFeed(tag.clone()))?,
+            &mut report,
+        )?;
+        done += 1;
+        progress(done, total);
+    }
+    for key in [
+        PageKey::ListingIndex(Listing::All),
+        PageKey::Home,
+        PageKey::Feed,
+        PageKey::SitemapIndex,
+        PageKey::SitemapPages,
+        PageKey::NotFound,
+        PageKey::Stylesheet,
+    ] {
+        emit(render_key(site, &key)?, &mut report)?;
+    }
+    dirs.finish()?;
+    progress(total, total);
+    report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}

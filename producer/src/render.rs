@@ -1,0 +1,218 @@
+//! Templates to HTML (minijinja).
+//!
+//! A theme is a directory with any of `base.html`, `article.html`, `page.html`, `index.html`,
+//! `tag.html` (also used for the archive), `_macros.html` and `style.css`; a file it lacks
+//! comes from the built-in default theme. Every template is parsed at start-up, so a syntax
+//! error stops the producer with the file name and line instead of failing on a publish.
+//! HTML auto-escaping is on: only the sanitised body is inserted as markup.
+
+use crate::store::DocRow;
+use chrono::{DateTime, SecondsFormat, Utc};
+use minijinja::{Environment, Value};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Built-in theme files: name and contents.
+const DEFAULT_THEME: &[(&str, &str)] = &[
+    ("base.html", include_str!("../theme/base.html")),
+    ("_macros.html", include_str!("../theme/_macros.html")),
+    ("article.html", include_str!("../theme/article.html")),
+    ("page.html", include_str!("../theme/page.html")),
+    ("index.html", include_str!("../theme/index.html")),
+    ("tag.html", include_str!("../theme/tag.html")),
+];
+const DEFAULT_CSS: &str = include_str!("../theme/style.css");
+
+/// A template that failed to parse or render, named by file and line.
+#[derive(Debug, thiserror::Error)]
+#[error("template {file}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct TemplateError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl TemplateError {
+    fn from_minijinja(file: &str, theme: Option<&Path>, e: &minijinja::Error) -> Self {
+        let name = e.name().unwrap_or(file);
+        let file = match theme {
+            Some(dir) if dir.join(name).exists() => dir.join(name).display().to_string(),
+            _ => format!("{name} (built-in theme)"),
+        };
+        let message = match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        };
+        TemplateError {
+            file,
+            line: e.line(),
+            message,
+        }
+    }
+}
+
+/// Site-wide values every template sees as `site`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteInfo {
+    pub title: String,
+    /// Absolute base URL without a trailing slash.
+    pub url: String,
+    pub description: String,
+    pub lang: String,
+}
+
+/// A loaded theme.
+pub struct Theme {
+    env: Environment<'static>,
+    dir: Option<PathBuf>,
+    css: String,
+}
+
+impl Theme {
+    /// Loads a theme directory over the built-in theme, parsing every template.
+    pub fn load(dir: Option<&Path>) -> Result<Theme, TemplateError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        for (name, builtin) in DEFAULT_THEME {
+            let source = match dir.map(|d| d.join(name)) {
+                Some(p) if p.exists() => {
+                    std::fs::read_to_string(&p).map_err(|e| TemplateError {
+                        file: p.display().to_string(),
+                        line: None,
+                        message: e.to_string(),
+                    })?
+                }
+                _ => builtin.to_string(),
+            };
+            env.add_template_owned(name.to_string(), source)
+                .map_err(|e| TemplateError::from_minijinja(name, dir, &e))?;
+        }
+        let css = match dir.map(|d| d.join("style.css")) {
+            Some(p) if p.exists() => std::fs::read_to_string(&p).map_err(|e| TemplateError {
+                file: p.display().to_string(),
+                line: None,
+                message: e.to_string(),
+            })?,
+            _ => DEFAULT_CSS.to_string(),
+        };
+        Ok(Theme {
+            env,
+            dir: dir.map(Path::to_path_buf),
+            css,
+        })
+    }
+
+    /// The stylesheet, written to `/assets/style.css`.
+    pub fn css(&self) -> &str {
+        &self.css
+    }
+
+    /// Renders one template with a context.
+    pub fn render(&self, name: &str, ctx: Value) -> Result<String, TemplateError> {
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| TemplateError::from_minijinja(name, self.dir.as_deref(), &e))?;
+        tmpl.render(ctx)
+            .map_err(|e| TemplateError::from_minijinja(name, self.dir.as_deref(), &e))
+    }
+}
+
+/// A tag as templates see it.
+#[derive(Debug, Serialize)]
+pub struct TagView {
+    pub name: String,
+    pub slug: String,
+    pub url: String,
+}
+
+/// A document as templates see it. `body` is the sanitised HTML, marked safe.
+#[derive(Debug, Serialize)]
+pub struct DocView {
+    pub slug: String,
+    pub kind: &'static str,
+    pub title: String,
+    pub url: String,
+    pub summary: String,
+    pub body: Value,
+    pub tags: Vec<TagView>,
+    pub authors: Vec<String>,
+    pub published: String,
+    pub published_date: String,
+    pub updated: String,
+    pub updated_date: String,
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// RFC 3339 for `datetime` attributes and feeds.
+pub fn iso(ts: i64) -> String {
+    to_utc(ts).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A date for readers: `1 April 2009`.
+pub fn human_date(ts: i64) -> String {
+    to_utc(ts).format("%-d %B %Y").to_string()
+}
+
+pub fn to_utc(ts: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(ts, 0).unwrap_or_default()
+}
+
+impl DocView {
+    pub fn new(doc: &DocRow, url: String) -> Self {
+        DocView {
+            slug: doc.slug.clone(),
+            kind: doc.kind.as_str(),
+            title: doc.title.clone(),
+            url,
+            summary: doc.summary.clone(),
+            body: Value::from_safe_string(doc.body_html.clone()),
+            tags: doc
+                .tags
+                .iter()
+                .map(|t| TagView {
+                    name: t.name.clone(),
+                    slug: t.slug.clone(),
+                    url: format!("/tags/{}/", t.slug),
+                })
+                .collect(),
+            authors: doc.authors.clone(),
+            published: iso(doc.published_at),
+            published_date: human_date(doc.published_at),
+            updated: iso(doc.updated_at),
+            updated_date: human_date(doc.updated_at),
+            extra: doc.extra.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_theme_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("article.html"), "line one\n{% if %}\n").unwrap();
+        let err = Theme::load(Some(dir.path())).err().expect("must fail");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("article.html") && msg.contains("line 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn builtin_theme_escapes_fields() {
+        let theme = Theme::load(None).unwrap();
+        let ctx = minijinja::context! {
+            site => SiteInfo { title: "<i>S</i>".into(), url: "http://x".into(), description: String::new(), lang: "en".into() },
+            items => Vec::<DocView>::new(),
+        };
+        let html = theme.render("index.html", ctx).unwrap();
+        assert!(
+            html.contains("&lt;i&gt;S&lt;&#x2f;i&gt;") && !html.contains("<i>S"),
+            "{html}"
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! The publisher: one site, its store, its theme, its output tree.
+//!
+//! A publish runs in four steps under the writer lock:
+//! 1. read the old version and each affected listing's size and the article's rank in it;
+//! 2. in one SQLite transaction, store the new version and the list of pages the change
+//!    touches (`pending`);
+//! 3. render those pages and write the ones whose bytes differ ([`crate::output`]);
+//! 4. clear `pending`.
+//!
+//! A crash during 3 leaves every file at its old or new version; the next start finds the
+//! pending pages and renders them.
+
+use crate::cms::{Document, Kind};
+use crate::lock::WriterLock;
+use crate::output::{DirSync, Outcome, Output};
+use crate::pages::{self, PageKey};
+use crate::render::{DocView, SiteInfo, TemplateError, Theme};
+use crate::store::{self, DocRow, Listing};
+use crate::{feeds, markup};
+use rusqlite::Connection;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How a site is set up; the same for `serve` and every CLI command.
+#[derive(Debug, Clone)]
+pub struct SiteOptions {
+    pub out: PathBuf,
+    pub state: PathBuf,
+    pub theme: Option<PathBuf>,
+    pub site_url: String,
+    pub site_title: String,
+    pub site_description: String,
+    pub lang: String,
+    pub sanitize: bool,
+    pub precompress: bool,
+}
+
+impl SiteOptions {
+    /// Options with defaults, for tests and embedding.
+    pub fn new(out: PathBuf, state: PathBuf) -> Self {
+        SiteOptions {
+            out,
+            state,
+            theme: None,
+            site_url: "http://localhost".into(),
+            site_title: "tamizdat news".into(),
+            site_description: "Independent news, mirrored.".into(),
+            lang: "en".into(),
+            sanitize: true,
+            precompress: true,
+        }
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("no document with slug {0:?}")]
+    NotFound(String),
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("output tree: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("writer lock: {0}")]
+    Lock(std::io::Error),
+}
+
+/// What a publish did: the answer of the HTTP hook and the CLI.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Report {
+    pub slug: Option<String>,
+    pub url: Option<String>,
+    /// Files whose bytes changed (precompressed variants not listed).
+    pub written: Vec<String>,
+    /// Files rendered to the bytes already on disk.
+    pub unchanged: Vec<String>,
+    pub removed: Vec<String>,
+    pub elapsed_ms: f64,
+}
+
+/// One site.
+pub struct Site {
+    opts: SiteOptions,
+    info: SiteInfo,
+    conn: Connection,
+    theme: Theme,
+    output: Output,
+    lock: WriterLock,
+}
+
+impl Site {
+    /// Opens the store and theme, finishes any interrupted render, and makes sure the
+    /// site-wide files (home, feed, archive, sitemap, 404, stylesheet) exist.
+    pub fn open(opts: SiteOptions) -> anyhow::Result<Site> {
+        use anyhow::Context;
+        std::fs::create_dir_all(&opts.out)
+            .with_context(|| format!("Failed to create output dir {}", opts.out.display()))?;
+        std::fs::create_dir_all(&opts.state)
+            .with_context(|| format!("Failed to create state dir {}", opts.state.display()))?;
+        let conn = store::open(&opts.state)
+            .with_context(|| format!("Failed to open the store in {}", opts.state.display()))?;
+        let theme = Theme::load(opts.theme.as_deref())?;
+        let lock = WriterLock::new(&opts.state).with_context(|| {
+            format!(
+                "Failed to create the writer lock in {}",
+                opts.state.display()
+            )
+        })?;
+        let info = SiteInfo {
+            title: opts.site_title.clone(),
+            url: opts.site_url.trim_end_matches('/').to_string(),
+            description: opts.site_description.clone(),
+            lang: opts.lang.clone(),
+        };
+        let output = Output::new(opts.out.clone(), opts.precompress);
+        let mut site = Site {
+            opts,
+            info,
+            conn,
+            theme,
+            output,
+            lock,
+        };
+        site.prepare()
+            .context("Failed to prepare the output tree")?;
+        Ok(site)
+    }
+
+    pub fn options(&self) -> &SiteOptions {
+        &self.opts
+    }
+
+    fn prepare(&mut self) -> Result<Report, PublishError> {
+        let _guard = self.lock.acquire().map_err(PublishError::Lock)?;
+        let mut keys: BTreeSet<PageKey> = store::pending(&self.conn)?
+            .iter()
+            .filter_map(|k| PageKey::decode(k))
+            .collect();
+        if !keys.is_empty() {
+            tracing::warn!(
+                pages = keys.len(),
+                "finishing a render that was interrupted"
+            );
+        }
+        keys.extend([
+            PageKey::Stylesheet,
+            PageKey::NotFound,
+            PageKey::Home,
+            PageKey::Feed,
+            PageKey::ListingIndex(Listing::All),
+            PageKey::ListingPage(Listing::All, 1),
+            PageKey::SitemapIndex,
+            PageKey::SitemapPages,
+        ]);
+        let report = self.render_keys(&keys, Instant::now(), None)?;
+        store::clear_pending(&self.conn)?;
+        Ok(report)
+    }
+
+    /// Publishes (creates or replaces) a document.
+    pub fn publish(&mut self, doc: Document) -> Result<Report, PublishError> {
+        let started = Instant::now();
+        let _guard = self.lock.acquire().map_err(PublishError::Lock)?;
+        let old = store::get(&self.conn, &doc.slug)?;
+        let new = self.to_row(doc, old.as_ref());
+        self.change(old, Some(new), started)
+    }
+
+    /// Unpublishes a document and removes it from every listing.
+    pub fn unpublish(&mut self, slug: &str) -> Result<Report, PublishError> {
+        let started = Instant::now();
+        let _guard = self.lock.acquire().map_err(PublishError::Lock)?;
+        let Some(old) = store::get(&self.conn, slug)? else {
+            return Err(PublishError::NotFound(slug.to_string()));
+        };
+        self.change(Some(old), None, started)
+    }
+
+    fn to_row(&self, doc: Document, old: Option<&DocRow>) -> DocRow {
+        let body_html = markup::body_html(&doc.body, doc.format, self.opts.sanitize);
+        let summary = doc
+            .summary
+            .unwrap_or_else(|| markup::derive_summary(&body_html));
+        let now = chrono::Utc::now().timestamp();
+        let published_at = doc
+            .published_at
+            .map(|d| d.timestamp())
+            .or(old.map(|o| o.published_at))
+            .unwrap_or(now);
+        let mut row = DocRow {
+            slug: doc.slug,
+            kind: doc.kind,
+            title: doc.title,
+            body: doc.body,
+            format: doc.format,
+            body_html,
+            summary,
+            tags: if doc.kind == Kind::Article {
+                doc.tags
+            } else {
+                Vec::new()
+            },
+            authors: doc.authors,
+            published_at,
+            updated_at: 0,
+            extra: doc.extra,
+        };
+        row.updated_at = match (doc.updated_at, old) {
+            (Some(u), _) => u.timestamp(),
+            // Same content again: keep the old time, so a repeat publish writes nothing.
+            (None, Some(o))
+                if DocRow {
+                    updated_at: o.updated_at,
+                    ..row.clone()
+                } == *o =>
+            {
+                o.updated_at
+            }
+            (None, Some(_)) => now.max(published_at),
+            (None, None) => published_at,
+        };
+        row
+    }
+
+    fn change(
+        &mut self,
+        old: Option<DocRow>,
+        new: Option<DocRow>,
+        started: Instant,
+    ) -> Result<Report, PublishError> {
+        let listings: BTreeSet<Listing> = [&old, &new]
+            .into_iter()
+            .flatten()
+            .filter(|d| d.kind == Kind::Article)
+            .flat_map(|d| {
+                std::iter::once(Listing::All)
+                    .chain(d.tags.iter().map(|t| Listing::Tag(t.slug.clone())))
+            })
+            .collect();
+        let tx = store::begin(&mut self.conn)?;
+        let before = positions(&tx, &listings, old.as_ref())?;
+        match &new {
+            Some(n) => store::put(&tx, n)?,
+            None => {
+                store::delete(&tx, &old.as_ref().expect("unpublish has an old row").slug)?;
+            }
+        }
+        let after = positions(&tx, &listings, new.as_ref())?;
+
+        let mut keys = BTreeSet::new();
+        if let Some(n) = &new {
+            keys.insert(PageKey::Doc(n.slug.clone()));
+        }
+        if let Some(o) = &old {
+            let old_path = pages::doc_path(o);
+            if new.as_ref().map(pages::doc_path) != Some(old_path.clone()) {
+                keys.insert(PageKey::Remove(old_path));
+            }
+        }
+        keys.insert(PageKey::SitemapIndex);
+        keys.insert(PageKey::SitemapPages);
+        for ((listing, n0, r0), (_, n1, r1)) in before.iter().zip(&after) {
+            for p in pages::pages_to_rewrite(listing, pages::PER_PAGE, (*n0, *r0), (*n1, *r1)) {
+                keys.insert(PageKey::ListingPage(listing.clone(), p));
+            }
+            keys.insert(PageKey::ListingIndex(listing.clone()));
+            match listing {
+                Listing::All => {
+                    keys.extend([PageKey::Home, PageKey::Feed]);
+                    let chunks = pages::pages_to_rewrite(
+                        listing,
+                        pages::SITEMAP_CHUNK,
+                        (*n0, *r0),
+                        (*n1, *r1),
+                    );
+                    keys.extend(chunks.map(PageKey::SitemapChunk));
+                }
+                Listing::Tag(t) => {
+                    keys.insert(PageKey::TagFeed(t.clone()));
+                }
+            }
+        }
+        let encoded: Vec<String> = keys.iter().map(PageKey::encode).collect();
+        store::add_pending(&tx, &encoded)?;
+        tx.commit()?;
+
+        let slug = new.as_ref().or(old.as_ref()).map(|d| d.slug.clone());
+        let mut report = self.render_keys(&keys, started, slug)?;
+        if let Some(n) = &new {
+            report.url = Some(format!("{}{}", self.info.url, pages::doc_url(n)));
+        }
+        store::clear_pending(&self.conn)?;
+        report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(report)
+    }
+
+    fn render_keys(
+        &self,
+        keys: &BTreeSet<PageKey>,
+        started: Instant,
+        slug: Option<String>,
+    ) -> Result<Report, PublishError> {
+        let mut report = Report {
+            slug,
+            ..Report::default()
+        };
+        let mut dirs = DirSync::default();
+        for key in keys {
+            match self.render(key)? {
+                Action::Put(path, bytes) => match self.output.put(&path, &bytes, &mut dirs)? {
+                    Outcome::Written => report.written.push(path),
+                    Outcome::Unchanged => report.unchanged.push(path),
+                },
+                Action::Remove(path) => {
+                    if self.output.remove(&path, &mut dirs)? {
+                        report.removed.push(path);
+                    }
+                }
+                Action::Nothing => {}
+            }
+        }
+        dirs.finish()?;
+        report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(report)
+    }
+
+    /// Renders one page from the store.
+    pub(crate) fn render(&self, key: &PageKey) -> Result<Action, PublishError> {
+        crate::generate::render_key(self, key)
+    }
+
+    /// Rebuilds every page from the store (after a theme or option change). `progress` is
+    /// called with (done, total).
+    pub fn render_all(&mut self, progress: &dyn Fn(u64, u64)) -> Result<Report, PublishError> {
+        let started = Instant::now();
+        let _guard = self.lock.acquire().map_err(PublishError::Lock)?;
+        crate::generate::render_all(self, started, progress)
+    }
+
+    pub(crate) fn parts(&self) -> (&Connection, &Theme, &SiteInfo, &Output, &SiteOptions) {
+        (
+            &self.conn,
+            &self.theme,
+            &self.info,
+            &self.output,
+            &self.opts,
+        )
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+/// What rendering a key asks of the output tree.
+pub(crate) enum Action {
+    Put(String, Vec<u8>),
+    Remove(String),
+    Nothing,
+}
+
+/// Each listing's size and `doc`'s rank in it (0 = oldest), if it is in it.
+fn positions(
+    conn: &Connection,
+    listings: &BTreeSet<Listing>,
+    doc: Option<&DocRow>,
+) -> rusqlite::Result<Vec<(Listing, u64, Option<u64>)>> {
+    let mut out = Vec::with_capacity(listings.len());
+    for listing in listings {
+        let n = store::count(conn, listing)?;
+        let member = doc.filter(|d| {
+            d.kind == Kind::Article
+                && match listing {
+                    Listing::All => true,
+                    Listing::Tag(t) => d.tags.iter().any(|x| &x.slug == t),
+                }
+        });
+        let rank = match member {
+            Some(d) => {
+                let newer = store::newer_than(conn, listing, d.published_at, &d.slug)?;
+                Some(n.saturating_sub(newer + 1))
+            }
+            None => None,
+        };
+        out.push((listing.clone(), n, rank));
+    }
+    Ok(out)
+}
+
+/// The view of a document for templates.
+pub(crate) fn view(doc: &DocRow) -> DocView {
+    DocView::new(doc, pages::doc_url(doc))
+}
+
+/// The site feed and the sitemaps use absolute URLs.
+pub(crate) fn feed_for(
+    info: &SiteInfo,
+    title: &str,
+    self_path: &str,
+    page_path: &str,
+    docs: &[DocRow],
+) -> String {
+    let self_url = format!("{}{}", info.url, self_path);
+    let page_url = format!("{}{}", info.url, page_path);
+    feeds::atom(
+        &feeds::FeedMeta {
+            title,
+            site_title: &info.title,
+            self_url: &self_url,
+            page_url: &page_url,
+        },
+        docs,
+        |d| format!("{}{}", info.url, pages::doc_url(d)),
+    )
+}
