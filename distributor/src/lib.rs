@@ -1,1 +1,33 @@
+//! # tamizdat-distributor
+//!
+//! Watches a site tree, turns settled changes into numbered changesets kept durably in an
+//! index that doubles as the journal, and streams them to every connected mirror over
+//! WebSocket. See `docs/design.md` and the `tamizdat-protocol` crate docs for the protocol.
+//!
+//! # Layout
+//! - [`server`]: start-up (index the tree, watch it) and the accept loop.
+//! - [`watch`]: inotify events into settled batches.
+//! - [`journal`]: a batch into one changeset: stat, hash, compare, commit, publish.
+//! - [`index`]: the SQLite index (per-path state, tombstones, changesets, mirrors).
+//! - [`hashing`]: blake3 over files that may be changing, on every core.
+//! - [`hub`]: fan-out of committed changesets to sessions, bounded.
+//! - [`session`]: one task per mirror: catch-up, live stream, blobs, pings.
+//! - [`blobs`]: bytes for a hash (cache, small reads, chunked large reads).
+//! - [`mirrors`]: enrolment, tokens, revocation.
+//! - [`status`], [`admin`], [`lag`], [`metrics`]: what operators see.
+//! - [`ignore`]: temp-file patterns that are never sent.
 
+pub mod admin;
+pub mod blobs;
+pub mod hashing;
+pub mod hub;
+pub mod ignore;
+pub mod index;
+pub mod journal;
+pub mod lag;
+pub mod metrics;
+pub mod mirrors;
+pub mod server;
+pub mod session;
+pub mod status;
+pub mod watch;

@@ -1,0 +1,130 @@
+//! Bytes for a hash: the recently changed small files come from memory (the journal just read
+//! them to hash them), everything else from the tree, verified against the hash as it is read.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tamizdat_protocol::{Blob, ContentHash, Encoding, CHUNK_SIZE};
+
+/// Compresses with zstd (checksum on) when that makes the bytes smaller.
+pub fn pack(raw: &[u8]) -> (Encoding, Vec<u8>) {
+    if raw.len() >= 64 {
+        let mut enc = match zstd::bulk::Compressor::new(3) {
+            Ok(e) => e,
+            Err(_) => return (Encoding::Raw, raw.to_vec()),
+        };
+        let _ = enc.include_checksum(true);
+        if let Ok(z) = enc.compress(raw) {
+            if z.len() < raw.len() {
+                return (Encoding::Zstd, z);
+            }
+        }
+    }
+    (Encoding::Raw, raw.to_vec())
+}
+
+/// A bounded first-in-first-out cache of packed small files.
+pub struct BlobCache {
+    limit: usize,
+    inner: Mutex<(
+        HashMap<ContentHash, Arc<Blob>>,
+        VecDeque<ContentHash>,
+        usize,
+    )>,
+}
+
+impl BlobCache {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            inner: Mutex::new((HashMap::new(), VecDeque::new(), 0)),
+        }
+    }
+
+    pub fn insert(&self, hash: ContentHash, raw: &[u8]) {
+        if raw.len() > self.limit / 4 {
+            return;
+        }
+        let (encoding, data) = pack(raw);
+        let mut g = self.inner.lock().unwrap();
+        let (map, order, used) = &mut *g;
+        if map.contains_key(&hash) {
+            return;
+        }
+        *used += data.len();
+        map.insert(
+            hash,
+            Arc::new(Blob {
+                hash,
+                encoding,
+                data,
+            }),
+        );
+        order.push_back(hash);
+        while *used > self.limit {
+            let Some(old) = order.pop_front() else { break };
+            if let Some(b) = map.remove(&old) {
+                *used -= b.data.len();
+            }
+        }
+    }
+
+    pub fn get(&self, hash: &ContentHash) -> Option<Arc<Blob>> {
+        self.inner.lock().unwrap().0.get(hash).cloned()
+    }
+}
+
+/// Reads a small file whole and checks it still has `hash`.
+pub fn read_small(path: &Path, hash: &ContentHash) -> std::io::Result<Option<Blob>> {
+    let raw = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if ContentHash::of(&raw) != *hash {
+        return Ok(None);
+    }
+    let (encoding, data) = pack(&raw);
+    Ok(Some(Blob {
+        hash: *hash,
+        encoding,
+        data,
+    }))
+}
+
+/// Reads a large file piece by piece, hashing as it goes: `next` yields each chunk's
+/// uncompressed bytes; `finish` says whether the whole file had the expected hash.
+pub struct ChunkReader {
+    file: std::fs::File,
+    hasher: blake3::Hasher,
+    pub offset: u64,
+}
+
+impl ChunkReader {
+    pub fn open(path: &Path) -> std::io::Result<Option<Self>> {
+        match std::fs::File::open(path) {
+            Ok(file) => Ok(Some(Self {
+                file,
+                hasher: blake3::Hasher::new(),
+                offset: 0,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn next(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(CHUNK_SIZE);
+        (&mut self.file)
+            .take(CHUNK_SIZE as u64)
+            .read_to_end(&mut buf)?;
+        self.hasher.update(&buf);
+        self.offset += buf.len() as u64;
+        Ok(buf)
+    }
+
+    pub fn matches(&self, hash: &ContentHash) -> bool {
+        ContentHash::from(self.hasher.finalize()) == *hash
+    }
+}

@@ -1,0 +1,176 @@
+//! Fan-out: the journal publishes each changeset once (encoded once), every session receives
+//! it from a bounded broadcast queue. A session that falls more than the queue's length behind
+//! is told it lagged and switches to catch-up from the index, so a slow mirror never makes the
+//! distributor buffer without bound.
+
+use crate::blobs::BlobCache;
+use crate::metrics::Metrics;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tamizdat_protocol::{encode, Changeset, Message, Mode, Op, OPS_PER_FRAME};
+use tokio::sync::{broadcast, watch, Notify};
+
+/// One changeset, ready to send.
+pub struct Published {
+    pub seq: u64,
+    pub produced_at_ms: u64,
+    pub frames: Vec<tokio_tungstenite::tungstenite::Bytes>,
+}
+
+/// The head as last committed: (sequence, produced at ms).
+pub type Head = (u64, u64);
+
+/// What the admin API shows of one connected mirror.
+#[derive(Clone, Debug)]
+pub struct Live {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub acked: u64,
+    pub last_seen_ms: u64,
+    pub bytes_sent: u64,
+    pub blob_bytes_sent: u64,
+    pub mode: &'static str,
+    pub kick: Arc<Notify>,
+}
+
+pub struct Hub {
+    live: broadcast::Sender<Arc<Published>>,
+    head: watch::Sender<Head>,
+    pub cache: BlobCache,
+    pub metrics: Metrics,
+    sessions: Mutex<HashMap<String, Live>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Hub {
+    pub fn new(head: Head, queue: usize, cache_bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            live: broadcast::channel(queue.max(1)).0,
+            head: watch::channel(head).0,
+            cache: BlobCache::new(cache_bytes),
+            metrics: Metrics::default(),
+            sessions: Mutex::new(HashMap::new()),
+            next_id: 1.into(),
+        })
+    }
+
+    /// Sends a committed changeset to every session.
+    pub fn publish(&self, seq: u64, produced_at_ms: u64, ops: Vec<Op>) {
+        let frames = changeset_frames(seq, seq - 1, produced_at_ms, Mode::Live, ops, true);
+        self.head.send_replace((seq, produced_at_ms));
+        let _ = self.live.send(Arc::new(Published {
+            seq,
+            produced_at_ms,
+            frames,
+        }));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.live.subscribe()
+    }
+
+    pub fn head(&self) -> Head {
+        *self.head.borrow()
+    }
+
+    pub fn watch_head(&self) -> watch::Receiver<Head> {
+        self.head.subscribe()
+    }
+
+    /// Registers a session under `name`, kicking out an older session of the same mirror.
+    pub fn join(&self, name: &str, addr: SocketAddr, acked: u64) -> Live {
+        let live = Live {
+            id: self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            addr,
+            acked,
+            last_seen_ms: crate::index::now_ms(),
+            bytes_sent: 0,
+            blob_bytes_sent: 0,
+            mode: "connecting",
+            kick: Arc::new(Notify::new()),
+        };
+        if let Some(old) = self
+            .sessions
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), live.clone())
+        {
+            old.kick.notify_one();
+        }
+        live
+    }
+
+    /// Updates a session's entry, if it is still the current one for `name`.
+    pub fn update(&self, name: &str, id: u64, f: impl FnOnce(&mut Live)) {
+        if let Some(l) = self.sessions.lock().unwrap().get_mut(name) {
+            if l.id == id {
+                f(l);
+            }
+        }
+    }
+
+    /// Ends a session; returns its final figures if it was still the current one.
+    pub fn leave(&self, name: &str, id: u64) -> Option<Live> {
+        let mut s = self.sessions.lock().unwrap();
+        if s.get(name).is_some_and(|l| l.id == id) {
+            s.remove(name)
+        } else {
+            None
+        }
+    }
+
+    /// Drops the session of a revoked mirror at once.
+    pub fn kick(&self, name: &str) -> bool {
+        match self.sessions.lock().unwrap().remove(name) {
+            Some(l) => {
+                l.kick.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn sessions(&self) -> HashMap<String, Live> {
+        self.sessions.lock().unwrap().clone()
+    }
+}
+
+/// Splits (part of) a changeset into frames of at most [`OPS_PER_FRAME`] ops; with `complete`
+/// the last frame is marked as the end of the changeset.
+pub fn changeset_frames(
+    seq: u64,
+    base_seq: u64,
+    produced_at_ms: u64,
+    kind: Mode,
+    mut ops: Vec<Op>,
+    complete: bool,
+) -> Vec<tokio_tungstenite::tungstenite::Bytes> {
+    let mut frames = Vec::new();
+    loop {
+        let rest = if ops.len() > OPS_PER_FRAME {
+            ops.split_off(OPS_PER_FRAME)
+        } else {
+            Vec::new()
+        };
+        let end = rest.is_empty();
+        let last = end && complete;
+        frames.push(
+            encode(&Message::Changeset(Changeset {
+                seq,
+                base_seq,
+                produced_at_ms,
+                kind,
+                ops,
+                last,
+            }))
+            .into(),
+        );
+        if end {
+            return frames;
+        }
+        ops = rest;
+    }
+}

@@ -1,0 +1,292 @@
+//! `tamizdat-distributor`: parse the command line, set up logging, then call the library.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tamizdat_distributor::index::Index;
+use tamizdat_distributor::server::{self, ServeOptions};
+use tamizdat_distributor::session::SessionOptions;
+use tamizdat_distributor::{lag, mirrors};
+use tamizdat_protocol::JoinToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Watches a site tree and pushes its changes to tamizdat mirrors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Index and watch the tree, stream changes to mirrors, serve the admin API.
+    Serve(Serve),
+    /// Enrol, list and revoke mirrors (works while `serve` runs).
+    Mirror {
+        #[command(subcommand)]
+        cmd: MirrorCmd,
+    },
+    /// Show every mirror's lag; exit 1 when one is over --max-lag, 2 when the distributor
+    /// cannot be asked.
+    Lag {
+        #[arg(long, env = "TAMIZDAT_ADMIN", default_value = "http://127.0.0.1:7301")]
+        admin: String,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds of lag (or of silence, for a disconnected mirror) over which to exit 1.
+        #[arg(long)]
+        max_lag: Option<f64>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// The site tree to watch.
+    #[arg(long, env = "TAMIZDAT_ROOT")]
+    root: PathBuf,
+    /// Where the index and enrolments live (keep it outside the root).
+    #[arg(long, env = "TAMIZDAT_STATE")]
+    state: PathBuf,
+    /// Where mirrors connect.
+    #[arg(long, env = "TAMIZDAT_LISTEN", default_value = "127.0.0.1:7300")]
+    listen: SocketAddr,
+    /// Admin API (status, metrics): keep it on loopback or a management network.
+    #[arg(long, env = "TAMIZDAT_ADMIN_LISTEN", default_value = "127.0.0.1:7301")]
+    admin: SocketAddr,
+    /// The URL mirrors use to reach --listen, put into join tokens (saved in the state).
+    #[arg(long, env = "TAMIZDAT_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Settle window in milliseconds: files arriving within it share a changeset.
+    #[arg(long, env = "TAMIZDAT_SETTLE_MS", default_value_t = 1.0)]
+    settle_ms: f64,
+    /// Extra ignore pattern for a file or directory name (glob; repeatable).
+    #[arg(long = "ignore", env = "TAMIZDAT_IGNORE", value_delimiter = ',')]
+    ignore: Vec<String>,
+    /// Do not ignore the default temp-file patterns (.tmp-*, *.swp, *~, .#*, ...).
+    #[arg(long)]
+    no_default_ignores: bool,
+    /// Largest frame accepted, in bytes.
+    #[arg(long, default_value_t = tamizdat_protocol::MAX_FRAME_SIZE)]
+    max_frame: usize,
+    /// Seconds between pings; a mirror silent for three is dropped.
+    #[arg(long, default_value_t = 5.0)]
+    ping_secs: f64,
+    /// Changesets queued per mirror before it is switched to catch-up.
+    #[arg(long, default_value_t = 1024)]
+    live_queue: usize,
+    /// Most mirror connections at once.
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
+    /// Changes of tombstones kept; a mirror away longer gets a full resync.
+    #[arg(long, default_value_t = 1_000_000)]
+    retention: u64,
+    /// Log format.
+    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum MirrorCmd {
+    /// Enrol a mirror and print its join token.
+    Add {
+        name: String,
+        #[arg(long, env = "TAMIZDAT_STATE")]
+        state: PathBuf,
+        /// Overrides the public URL saved by `serve`.
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// List enrolled mirrors.
+    List {
+        #[arg(long, env = "TAMIZDAT_STATE")]
+        state: PathBuf,
+    },
+    /// Revoke a mirror: a connected one is dropped at once and refused afterwards.
+    Revoke {
+        name: String,
+        #[arg(long, env = "TAMIZDAT_STATE")]
+        state: PathBuf,
+    },
+}
+
+fn logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Serve(s) => {
+            logging(s.log_format == "json");
+            serve(s).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Mirror { cmd } => mirror(cmd),
+        Cmd::Lag {
+            admin,
+            json,
+            max_lag,
+        } => {
+            let status = match lag::fetch(&admin).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", lag::table(&status));
+            }
+            if let Some(max) = max_lag {
+                let bad = lag::over(&status, max);
+                if !bad.is_empty() {
+                    eprintln!("over {max} s: {}", bad.join(", "));
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(s: Serve) -> Result<()> {
+    let index = Index::open(&s.state)?;
+    let url = s
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{}", s.listen));
+    index.with(|c| {
+        c.execute(
+            "INSERT INTO meta(key, value) VALUES ('public_url', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [&url],
+        )?;
+        Ok(())
+    })?;
+    drop(index);
+    let stream = server::bind(s.listen, "mirrors").await?;
+    let admin = server::bind(s.admin, "the admin API").await?;
+    // Printed on stdout so scripts and tests can find ports chosen with :0.
+    println!("stream listening on {}", stream.local_addr()?);
+    println!("admin listening on {}", admin.local_addr()?);
+    if !stream.local_addr()?.ip().is_loopback() && url.starts_with("ws://") {
+        tracing::warn!("mirrors connect over unencrypted ws:// on a non-loopback address; put a TLS-terminating proxy in front");
+    }
+    let opts = ServeOptions {
+        root: s.root,
+        state: s.state,
+        settle: Duration::from_secs_f64(s.settle_ms / 1000.0),
+        default_ignores: !s.no_default_ignores,
+        ignore: s.ignore,
+        session: SessionOptions {
+            max_frame: s.max_frame,
+            ping_interval: Duration::from_secs_f64(s.ping_secs),
+            hello_timeout: Duration::from_secs(10),
+        },
+        live_queue: s.live_queue,
+        max_connections: s.max_connections,
+        retention: s.retention,
+        cache_bytes: 8 << 20,
+    };
+    server::run(opts, stream, admin, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn mirror(cmd: MirrorCmd) -> Result<ExitCode> {
+    match cmd {
+        MirrorCmd::Add {
+            name,
+            state,
+            public_url,
+        } => {
+            let index = Index::open(&state)?;
+            let site = index.site()?;
+            let url = match public_url {
+                Some(u) => u,
+                None => index
+                    .with(|c| {
+                        Ok(c.query_row(
+                            "SELECT value FROM meta WHERE key = 'public_url'",
+                            [],
+                            |r| r.get::<_, String>(0),
+                        )?)
+                    })
+                    .context(
+                        "no public URL known: start `serve` once with --public-url, or pass --public-url",
+                    )?,
+            };
+            let secret = index.with(|c| mirrors::add(c, &name))?;
+            let token = JoinToken {
+                url,
+                name: name.clone(),
+                secret,
+                site,
+            };
+            eprintln!("enrolled mirror '{name}'; give it this join token (keep it secret):");
+            println!("{}", token.encode());
+            Ok(ExitCode::SUCCESS)
+        }
+        MirrorCmd::List { state } => {
+            let index = Index::open(&state)?;
+            println!("{:<20} {:<8} {:>10}", "MIRROR", "STATE", "ACKED");
+            for m in index.with(|c| mirrors::list(c))? {
+                let st = if m.revoked { "revoked" } else { "enrolled" };
+                println!("{:<20} {:<8} {:>10}", m.name, st, m.acked_seq);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MirrorCmd::Revoke { name, state } => {
+            let index = Index::open(&state)?;
+            if index.with(|c| mirrors::revoke(c, &name))? {
+                eprintln!("revoked mirror '{name}'");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("error: no enrolled mirror named '{name}'");
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}

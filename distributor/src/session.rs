@@ -1,0 +1,525 @@
+//! One task per mirror connection.
+//!
+//! After `Hello`, the session subscribes to the hub *before* it reads the head, so no live
+//! changeset can fall between the catch-up snapshot and the live stream; live changesets at or
+//! below the snapshot's sequence are skipped. Then it `select!`s, in priority order, on: a kick
+//! (revocation, or a newer session of the same mirror), frames from the mirror, live
+//! changesets, the ping timer, and bulk frames (blobs and chunks) from the session's blob task.
+//! Taking one bulk frame per turn lets changesets overtake a large file's chunks.
+
+use crate::blobs::{read_small, ChunkReader};
+use crate::hub::{changeset_frames, Hub};
+use crate::index::{now_ms, Index};
+use crate::metrics::add;
+use crate::mirrors;
+use anyhow::{anyhow, Result};
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tamizdat_protocol::{
+    decode, encode, Chunk, ContentHash, ErrorCode, Hello, Message, Mode, SiteId, Welcome,
+    INLINE_LIMIT, OPS_PER_FRAME,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Bytes, Message as Ws};
+use tokio_tungstenite::WebSocketStream;
+use tracing::{debug, info, warn};
+
+/// Settings every session shares.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub max_frame: usize,
+    pub ping_interval: Duration,
+    /// A client that has not said `Hello` by then is dropped.
+    pub hello_timeout: Duration,
+}
+
+pub struct Ctx {
+    pub root: std::path::PathBuf,
+    pub hub: Arc<Hub>,
+    pub index: Arc<Index>,
+    pub site: SiteId,
+    pub opts: SessionOptions,
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Ws>;
+type Stream = futures_util::stream::SplitStream<WebSocketStream<TcpStream>>;
+
+/// A closing reason: what to tell the mirror, and the log.
+struct Close(ErrorCode, String);
+
+/// Accepts the websocket and runs the session to its end, logging why it ended.
+pub async fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<Ctx>) {
+    let _ = stream.set_nodelay(true);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(ctx.opts.max_frame))
+        .max_frame_size(Some(ctx.opts.max_frame));
+    let ws = match tokio::time::timeout(
+        ctx.opts.hello_timeout,
+        tokio_tungstenite::accept_async_with_config(stream, Some(config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            add(&ctx.hub.metrics.connections_refused_total, 1);
+            debug!(%addr, cause = %e, "websocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            add(&ctx.hub.metrics.connections_refused_total, 1);
+            debug!(%addr, "websocket handshake timed out");
+            return;
+        }
+    };
+    let (mut sink, mut stream) = ws.split();
+    let hello = match read_hello(&mut stream, &ctx).await {
+        Ok(h) => h,
+        Err(Close(code, message)) => {
+            add(&ctx.hub.metrics.connections_refused_total, 1);
+            warn!(%addr, ?code, %message, "mirror refused");
+            let _ = send_error(&mut sink, code, &message).await;
+            return;
+        }
+    };
+    let name = hello.mirror.clone();
+    let live = ctx.hub.join(&name, addr, hello.last_seq);
+    add(&ctx.hub.metrics.connections_total, 1);
+    info!(mirror = %name, %addr, last_seq = hello.last_seq, "mirror connected");
+    let mut s = Session {
+        name: name.clone(),
+        id: live.id,
+        ctx: ctx.clone(),
+        sink,
+        sent_seq: 0,
+        acked: hello.last_seq,
+    };
+    let result = s.run(hello, stream, live.kick).await;
+    let bytes = ctx.hub.leave(&name, live.id).map_or(0, |l| l.bytes_sent);
+    let (index, n, acked) = (ctx.index.clone(), name.clone(), s.acked);
+    let _ = tokio::task::spawn_blocking(move || {
+        index.with(|c| mirrors::record(c, &n, acked, now_ms(), bytes))
+    })
+    .await;
+    match result {
+        Ok(()) => info!(mirror = %name, "mirror disconnected"),
+        Err(Close(code, message)) => {
+            warn!(mirror = %name, ?code, %message, "closing mirror connection");
+            let _ = send_error(&mut s.sink, code, &message).await;
+        }
+    }
+    let _ = s.sink.close().await;
+}
+
+async fn send_error(sink: &mut Sink, code: ErrorCode, message: &str) -> Result<()> {
+    let f = encode(&Message::Error {
+        code,
+        message: message.to_owned(),
+    });
+    sink.send(Ws::Binary(f.into())).await?;
+    Ok(())
+}
+
+/// Reads and checks the first frame.
+async fn read_hello(stream: &mut Stream, ctx: &Ctx) -> Result<Hello, Close> {
+    let frame = tokio::time::timeout(ctx.opts.hello_timeout, next_frame(stream, ctx))
+        .await
+        .map_err(|_| Close(ErrorCode::Protocol, "no hello in time".into()))??
+        .ok_or_else(|| Close(ErrorCode::Protocol, "closed before hello".into()))?;
+    let Message::Hello(hello) = frame else {
+        return Err(Close(
+            ErrorCode::Protocol,
+            "the first frame must be Hello".into(),
+        ));
+    };
+    let index = ctx.index.clone();
+    let (name, secret) = (hello.mirror.clone(), hello.secret.clone());
+    let ok = tokio::task::spawn_blocking(move || {
+        index.with(|c| mirrors::authenticate(c, &name, &secret))
+    })
+    .await
+    .map_err(|e| Close(ErrorCode::Internal, e.to_string()))?
+    .map_err(|e| Close(ErrorCode::Internal, format!("{e:#}")))?;
+    if !ok {
+        return Err(Close(
+            ErrorCode::Unauthorized,
+            format!(
+                "mirror '{}' is not enrolled here, was revoked, or its secret is wrong",
+                hello.mirror
+            ),
+        ));
+    }
+    Ok(hello)
+}
+
+/// The next decoded frame; `None` when the mirror closed.
+async fn next_frame(stream: &mut Stream, ctx: &Ctx) -> Result<Option<Message>, Close> {
+    loop {
+        let Some(msg) = stream.next().await else {
+            return Ok(None);
+        };
+        let msg = msg.map_err(|e| {
+            add(&ctx.hub.metrics.frames_refused_total, 1);
+            Close(ErrorCode::Malformed, format!("websocket error: {e}"))
+        })?;
+        match msg {
+            Ws::Binary(b) => {
+                return decode(&b, ctx.opts.max_frame).map(Some).map_err(|e| {
+                    add(&ctx.hub.metrics.frames_refused_total, 1);
+                    Close(e.code(), e.to_string())
+                })
+            }
+            Ws::Close(_) => return Ok(None),
+            Ws::Ping(_) | Ws::Pong(_) | Ws::Frame(_) => continue,
+            Ws::Text(_) => {
+                add(&ctx.hub.metrics.frames_refused_total, 1);
+                return Err(Close(
+                    ErrorCode::Malformed,
+                    "text frames are not spoken here".into(),
+                ));
+            }
+        }
+    }
+}
+
+struct Session {
+    name: String,
+    id: u64,
+    ctx: Arc<Ctx>,
+    sink: Sink,
+    /// Every changeset up to here has been sent.
+    sent_seq: u64,
+    acked: u64,
+}
+
+impl Session {
+    async fn send(&mut self, frame: Bytes, blob: bool) -> Result<(), Close> {
+        let n = frame.len() as u64;
+        self.sink
+            .send(Ws::Binary(frame))
+            .await
+            .map_err(|e| Close(ErrorCode::Internal, format!("send failed: {e}")))?;
+        let m = &self.ctx.hub.metrics;
+        add(&m.bytes_sent_total, n);
+        if blob {
+            add(&m.blob_bytes_sent_total, n);
+        }
+        self.ctx.hub.update(&self.name, self.id, |l| {
+            l.bytes_sent += n;
+            if blob {
+                l.blob_bytes_sent += n;
+            }
+        });
+        Ok(())
+    }
+
+    fn set_mode(&self, mode: &'static str) {
+        self.ctx.hub.update(&self.name, self.id, |l| l.mode = mode);
+    }
+
+    async fn run(
+        &mut self,
+        hello: Hello,
+        mut stream: Stream,
+        kick: Arc<tokio::sync::Notify>,
+    ) -> Result<(), Close> {
+        let mut live = self.ctx.hub.subscribe();
+        let (head, horizon) = self
+            .ctx
+            .index
+            .head()
+            .map_err(|e| Close(ErrorCode::Internal, format!("{e:#}")))?;
+        let mode = if hello.site != Some(self.ctx.site)
+            || hello.last_seq == 0
+            || hello.last_seq > head
+            || hello.last_seq < horizon
+        {
+            Mode::Full
+        } else if hello.last_seq == head {
+            Mode::Live
+        } else {
+            Mode::CatchUp
+        };
+        if hello.last_seq > head && hello.site == Some(self.ctx.site) {
+            warn!(mirror = %self.name, last_seq = hello.last_seq, head,
+                  "mirror is ahead of this distributor (state restored from a backup?): full resync");
+        }
+        self.send(
+            encode(&Message::Welcome(Welcome {
+                site: self.ctx.site,
+                head_seq: head,
+                mode,
+            }))
+            .into(),
+            false,
+        )
+        .await?;
+        match mode {
+            Mode::Live => self.sent_seq = head,
+            Mode::CatchUp => self.snapshot(Some(hello.last_seq)).await?,
+            Mode::Full => self.snapshot(None).await?,
+        }
+        self.set_mode("live");
+
+        let (need_tx, need_rx) = mpsc::channel::<Vec<ContentHash>>(1024);
+        let (bulk_tx, mut bulk_rx) = mpsc::channel::<(Bytes, bool)>(2);
+        let blob_task = tokio::spawn(blob_task(self.ctx.clone(), need_rx, bulk_tx));
+        let _abort = AbortOnDrop(blob_task);
+
+        let interval = self.ctx.opts.ping_interval;
+        let mut ping = tokio::time::interval(interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = Instant::now();
+        let mut nonce = 0u64;
+        loop {
+            tokio::select! {
+                biased;
+                _ = kick.notified() => {
+                    return Err(Close(ErrorCode::Unauthorized,
+                        "this mirror was revoked or connected again elsewhere".into()));
+                }
+                frame = next_frame(&mut stream, &self.ctx) => {
+                    heard = Instant::now();
+                    let Some(frame) = frame? else { return Ok(()) };
+                    self.ctx.hub.update(&self.name, self.id, |l| l.last_seen_ms = now_ms());
+                    match frame {
+                        Message::Need { hashes } => {
+                            if need_tx.try_send(hashes).is_err() {
+                                return Err(Close(ErrorCode::Protocol, "too many outstanding Need frames".into()));
+                            }
+                        }
+                        Message::Ack { seq } => {
+                            if seq > self.sent_seq || seq < self.acked {
+                                return Err(Close(ErrorCode::Protocol, format!(
+                                    "ack {seq} outside the window {}..={}", self.acked, self.sent_seq)));
+                            }
+                            self.acked = seq;
+                            self.ctx.hub.update(&self.name, self.id, |l| l.acked = seq);
+                        }
+                        Message::Pong { .. } => {}
+                        Message::Error { code, message } => {
+                            warn!(mirror = %self.name, ?code, %message, "mirror reported an error");
+                            return Ok(());
+                        }
+                        other => {
+                            add(&self.ctx.hub.metrics.frames_refused_total, 1);
+                            return Err(Close(ErrorCode::Protocol,
+                                format!("unexpected frame from a mirror: {}", kind(&other))));
+                        }
+                    }
+                }
+                cs = live.recv() => match cs {
+                    Ok(cs) => {
+                        if cs.seq > self.sent_seq {
+                            for f in cs.frames.iter() {
+                                self.send(f.clone(), false).await?;
+                            }
+                            self.sent_seq = cs.seq;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        add(&self.ctx.hub.metrics.lagged_sessions_total, 1);
+                        info!(mirror = %self.name, skipped = n, "mirror fell behind the live queue: catching up from the index");
+                        self.set_mode("catch-up");
+                        live = self.ctx.hub.subscribe();
+                        self.snapshot(Some(self.sent_seq)).await?;
+                        self.set_mode("live");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = ping.tick() => {
+                    if heard.elapsed() > interval * 3 {
+                        return Err(Close(ErrorCode::Protocol, "no answer to three pings".into()));
+                    }
+                    nonce += 1;
+                    let head_seq = self.ctx.hub.head().0;
+                    self.send(encode(&Message::Ping { nonce, head_seq }).into(), false).await?;
+                }
+                Some((frame, blob)) = bulk_rx.recv() => {
+                    self.send(frame, blob).await?;
+                }
+            }
+        }
+    }
+
+    /// Sends one changeset bringing the mirror from `since` (or from nothing) to the head,
+    /// streamed from the index in frames.
+    async fn snapshot(&mut self, since: Option<u64>) -> Result<(), Close> {
+        let kind = if since.is_some() {
+            Mode::CatchUp
+        } else {
+            Mode::Full
+        };
+        self.set_mode(if since.is_some() {
+            "catch-up"
+        } else {
+            "full-resync"
+        });
+        let base = since.unwrap_or(0);
+        let (tx, mut rx) = mpsc::channel::<(u64, Vec<tamizdat_protocol::Op>)>(2);
+        let index = self.ctx.index.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            index.snapshot(since, OPS_PER_FRAME, |seq, ops| {
+                tx.blocking_send((seq, ops))
+                    .map_err(|_| anyhow!("session closed"))
+            })
+        });
+        // Batches are held back by one so the last frame can be marked.
+        let mut pending: Option<(u64, Vec<tamizdat_protocol::Op>)> = None;
+        while let Some(next) = rx.recv().await {
+            if let Some((seq, ops)) = pending.replace(next) {
+                for f in changeset_frames(seq, base, now_ms(), kind, ops, false) {
+                    self.send(f, false).await?;
+                }
+            }
+        }
+        let head = job
+            .await
+            .map_err(|e| Close(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| Close(ErrorCode::Internal, format!("{e:#}")))?;
+        let (seq, ops) = pending.unwrap_or((head, Vec::new()));
+        for f in changeset_frames(seq, base, now_ms(), kind, ops, true) {
+            self.send(f, false).await?;
+        }
+        self.sent_seq = head;
+        Ok(())
+    }
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Hello(_) => "Hello",
+        Message::Welcome(_) => "Welcome",
+        Message::Changeset(_) => "Changeset",
+        Message::Need { .. } => "Need",
+        Message::Blob(_) => "Blob",
+        Message::Chunk(_) => "Chunk",
+        Message::Gone { .. } => "Gone",
+        Message::Ack { .. } => "Ack",
+        Message::Ping { .. } => "Ping",
+        Message::Pong { .. } => "Pong",
+        Message::Error { .. } => "Error",
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Answers `Need`s: small files first (from the cache or the tree), large files one chunk at a
+/// time between them. Every byte read from the tree is checked against its hash; a file that
+/// changed since is answered with `Gone` (its new version is in a later changeset).
+async fn blob_task(
+    ctx: Arc<Ctx>,
+    mut need_rx: mpsc::Receiver<Vec<ContentHash>>,
+    bulk_tx: mpsc::Sender<(Bytes, bool)>,
+) {
+    use std::collections::VecDeque;
+    let mut small: VecDeque<(ContentHash, std::path::PathBuf)> = VecDeque::new();
+    let mut large: VecDeque<(ContentHash, std::path::PathBuf, u64)> = VecDeque::new();
+    let mut current: Option<(ContentHash, u64, ChunkReader)> = None;
+    let root = ctx.root.clone();
+    loop {
+        // Take every Need that is waiting; block only when there is nothing else to do.
+        loop {
+            let hashes = if small.is_empty() && large.is_empty() && current.is_none() {
+                match need_rx.recv().await {
+                    Some(h) => h,
+                    None => return,
+                }
+            } else {
+                match need_rx.try_recv() {
+                    Ok(h) => h,
+                    Err(_) => break,
+                }
+            };
+            let index = ctx.index.clone();
+            let located = tokio::task::spawn_blocking(move || {
+                hashes
+                    .into_iter()
+                    .map(|h| (h, index.locate(&h).ok().flatten()))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for (h, at) in located {
+                match at {
+                    Some((p, size)) if size <= INLINE_LIMIT => small.push_back((h, p.to_fs(&root))),
+                    Some((p, size)) => large.push_back((h, p.to_fs(&root), size)),
+                    None => {
+                        if bulk_tx
+                            .send((encode(&Message::Gone { hash: h }).into(), false))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let frame: Bytes = if let Some((h, path)) = small.pop_front() {
+            let cached = ctx.hub.cache.get(&h);
+            let blob = match cached {
+                Some(b) => Some((*b).clone()),
+                None => tokio::task::spawn_blocking(move || read_small(&path, &h).ok().flatten())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            match blob {
+                Some(b) => encode(&Message::Blob(b)).into(),
+                None => encode(&Message::Gone { hash: h }).into(),
+            }
+        } else if let Some((h, size, mut reader)) = current.take() {
+            let r = tokio::task::spawn_blocking(move || {
+                let data = reader.next();
+                (reader, data)
+            })
+            .await;
+            let Ok((reader, data)) = r else { return };
+            match data {
+                Ok(raw) => {
+                    let offset = reader.offset - raw.len() as u64;
+                    let last = reader.offset >= size || raw.is_empty();
+                    if last && !reader.matches(&h) {
+                        encode(&Message::Gone { hash: h }).into()
+                    } else {
+                        if !last {
+                            current = Some((h, size, reader));
+                        }
+                        let (encoding, data) = crate::blobs::pack(&raw);
+                        encode(&Message::Chunk(Chunk {
+                            hash: h,
+                            offset,
+                            encoding,
+                            data,
+                            last,
+                        }))
+                        .into()
+                    }
+                }
+                Err(_) => encode(&Message::Gone { hash: h }).into(),
+            }
+        } else if let Some((h, path, size)) = large.pop_front() {
+            match ChunkReader::open(&path) {
+                Ok(Some(r)) => {
+                    current = Some((h, size, r));
+                    continue;
+                }
+                _ => encode(&Message::Gone { hash: h }).into(),
+            }
+        } else {
+            continue;
+        };
+        if bulk_tx.send((frame, true)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! inotify events (through notify) gathered into settled batches for the journal.
+//!
+//! The settle window opens at the first event and closes `settle` later, never sliding: a lone
+//! edit waits at most `settle`; files that arrive together share a changeset. Only events that
+//! mean "complete" make a path dirty: close-after-write, rename, delete, attribute change, a
+//! directory created. A file that is created but still being written is left alone until it
+//! is closed. A new directory is walked at once and once more shortly after, because files
+//! written into it before its watch existed raise no event.
+
+use crate::journal::Batch;
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
+use notify::{Event, RecursiveMode, Watcher};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tracing::{error, warn};
+
+/// A second look at a new directory this long after it appeared.
+const REWALK_AFTER: Duration = Duration::from_millis(50);
+
+pub type Events = Receiver<notify::Result<Event>>;
+
+/// Starts watching `root` recursively. Events queue in the returned channel until
+/// [`Batcher::next`] reads them, so start-up indexing can run after this without losing any.
+pub fn watch(root: &Path) -> anyhow::Result<(notify::RecommendedWatcher, Events)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(tx)?;
+    w.watch(root, RecursiveMode::Recursive).map_err(|e| {
+        anyhow::anyhow!(
+            "Failed to watch {}: {e}. If the tree has more directories than \
+             fs.inotify.max_user_watches allows, raise it (sysctl fs.inotify.max_user_watches)",
+            root.display()
+        )
+    })?;
+    Ok((w, rx))
+}
+
+pub struct Batcher {
+    rx: Events,
+    settle: Duration,
+    rewalk: Vec<(Instant, PathBuf)>,
+}
+
+impl Batcher {
+    pub fn new(rx: Events, settle: Duration) -> Self {
+        Self {
+            rx,
+            settle,
+            rewalk: Vec::new(),
+        }
+    }
+
+    /// Blocks until a batch is ready; `None` when the watcher is gone.
+    pub fn next(&mut self) -> Option<Batch> {
+        let mut b = Builder::default();
+        // Wait for the first event, or the next due re-walk.
+        let first = loop {
+            let due = self.rewalk.iter().map(|(t, _)| *t).min();
+            let r = match due {
+                Some(t) => self
+                    .rx
+                    .recv_timeout(t.saturating_duration_since(Instant::now())),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match r {
+                Ok(ev) => break Some(ev),
+                Err(RecvTimeoutError::Timeout) => break None,
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        };
+        let deadline = Instant::now() + self.settle;
+        if let Some(ev) = first {
+            b.add(ev, &mut self.rewalk);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(ev) => b.add(ev, &mut self.rewalk),
+                    Err(_) => break,
+                }
+            }
+        }
+        let now = Instant::now();
+        self.rewalk.retain(|(t, p)| {
+            if *t <= now {
+                b.batch.dirty.insert(p.clone());
+                false
+            } else {
+                true
+            }
+        });
+        Some(b.finish())
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    batch: Batch,
+    /// Rename halves by cookie, waiting for their partner.
+    from: HashMap<usize, PathBuf>,
+}
+
+impl Builder {
+    fn add(&mut self, ev: notify::Result<Event>, rewalk: &mut Vec<(Instant, PathBuf)>) {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                error!(cause = %e, "watch error; reconciling the tree");
+                self.batch.rescan = true;
+                return;
+            }
+        };
+        if ev.need_rescan() {
+            warn!("inotify queue overflowed: events were lost; reconciling the tree against the index");
+            self.batch.rescan = true;
+            return;
+        }
+        let mut paths = ev.paths.into_iter();
+        match ev.kind {
+            EventKind::Create(CreateKind::Folder) => {
+                if let Some(p) = paths.next() {
+                    rewalk.push((Instant::now() + REWALK_AFTER, p.clone()));
+                    self.batch.dirty.insert(p);
+                }
+            }
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Metadata(_)) => {
+                self.batch.dirty.extend(paths);
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+                if let (Some(p), Some(c)) = (paths.next(), ev.attrs.tracker()) {
+                    self.from.insert(c, p);
+                } else {
+                    self.batch.dirty.extend(paths);
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                // notify follows a paired To with Both; an unpaired one is a move into the tree.
+                if let Some(p) = paths.next() {
+                    let paired = ev
+                        .attrs
+                        .tracker()
+                        .is_some_and(|c| self.from.contains_key(&c));
+                    if !paired {
+                        if p.is_dir() {
+                            rewalk.push((Instant::now() + REWALK_AFTER, p.clone()));
+                        }
+                        self.batch.dirty.insert(p);
+                    }
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                if let Some(c) = ev.attrs.tracker() {
+                    self.from.remove(&c);
+                }
+                if let (Some(f), Some(t)) = (paths.next(), paths.next()) {
+                    if t.is_dir() {
+                        rewalk.push((Instant::now() + REWALK_AFTER, t.clone()));
+                    }
+                    self.batch.moves.push((f, t));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(mut self) -> Batch {
+        // A from with no partner: moved out of the tree.
+        self.batch.dirty.extend(self.from.into_values());
+        self.batch
+    }
+}
