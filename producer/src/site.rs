@@ -309,7 +309,10 @@ impl Site {
             ..Report::default()
         };
         let mut dirs = DirSync::default();
-        for key in keys {
+        // The article first and removals last, so no listing ever links to a missing page.
+        let (removals, rest): (Vec<&PageKey>, Vec<&PageKey>) =
+            keys.iter().partition(|k| matches!(k, PageKey::Remove(_)));
+        for key in rest.into_iter().chain(removals) {
             match self.render(key)? {
                 Action::Put(path, bytes) => match self.output.put(&path, &bytes, &mut dirs)? {
                     Outcome::Written => report.written.push(path),
