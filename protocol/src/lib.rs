@@ -54,6 +54,6 @@ pub mod version;
 pub use codec::{decode, encode, DecodeError};
 pub use hash::ContentHash;
 pub use message::*;
-pub use path::{PathError, SitePath};
+pub use path::{PathError, SitePath, RESERVED_PREFIX};
 pub use token::{JoinToken, TokenError};
 pub use version::*;

@@ -145,7 +145,13 @@ pub struct Blob {
 
 impl std::fmt::Debug for Blob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Blob({:?}, {:?}, {} bytes)", self.hash, self.encoding, self.data.len())
+        write!(
+            f,
+            "Blob({:?}, {:?}, {} bytes)",
+            self.hash,
+            self.encoding,
+            self.data.len()
+        )
     }
 }
 

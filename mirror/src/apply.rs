@@ -1,0 +1,582 @@
+//! The apply engine: assembles changesets, fetches only the bytes the mirror holds nowhere,
+//! stages and verifies them, then publishes each changeset atomically.
+//!
+//! Publishing one changeset, in order:
+//! 1. every new file is staged under `ROOT/.tamizdat/stage/` (same file system as the tree),
+//!    its blake3 hash verified, then flushed (one `syncfs`, or an fsync per file when few);
+//! 2. the changeset is written to the state database as `pending` (durable);
+//! 3. under the server's publish gate, every op is carried out with `rename`, and the touched
+//!    directories are fsynced;
+//! 4. the rows, the new sequence and the end of `pending` are committed in one transaction;
+//! 5. `Ack { seq }` goes upstream.
+//!
+//! Killed anywhere, each served file is a complete old or new version; on the next start a
+//! `pending` changeset is finished (every step is idempotent) before anything else.
+
+use crate::fsops::{self, FsError};
+use crate::stage::Stage;
+use crate::status::Status;
+use crate::store::Store;
+use anyhow::Result;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tamizdat_protocol::{
+    encode, Blob, Changeset, Chunk, ContentHash, ErrorCode, Message, Mode, Op, SiteId, SitePath,
+    Welcome, HASHES_PER_NEED,
+};
+use tamizdat_serve::Site;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// Most ops one changeset may carry (a full manifest of a very large site fits).
+pub const MAX_OPS: usize = 20_000_000;
+
+pub enum Input {
+    Connected(Welcome),
+    Frame(Message),
+    Disconnected(oneshot::Sender<()>),
+}
+
+pub enum Output {
+    Send(Message),
+    /// Tell upstream why, then close the connection.
+    Close(ErrorCode, String),
+}
+
+/// Why the engine stops a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{1}")]
+    Peer(ErrorCode, String),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("{0:#}")]
+    Local(#[from] anyhow::Error),
+}
+
+fn peer(code: ErrorCode, msg: impl Into<String>) -> EngineError {
+    EngineError::Peer(code, msg.into())
+}
+
+/// What one connection is in the middle of.
+struct Conn {
+    site: SiteId,
+    assembling: Option<Changeset>,
+    queue: VecDeque<Changeset>,
+    last_queued: u64,
+    /// Requested hashes and their sizes.
+    wanted: HashMap<ContentHash, u64>,
+    gone: HashSet<ContentHash>,
+}
+
+pub struct Engine {
+    root: PathBuf,
+    stage: Stage,
+    store: Store,
+    site: Arc<Site>,
+    status: Arc<Status>,
+    rt: tokio::runtime::Handle,
+    out: mpsc::UnboundedSender<Output>,
+    conn: Option<Conn>,
+}
+
+impl Engine {
+    pub fn new(
+        root: PathBuf,
+        store: Store,
+        site: Arc<Site>,
+        status: Arc<Status>,
+        rt: tokio::runtime::Handle,
+        out: mpsc::UnboundedSender<Output>,
+    ) -> Result<Self> {
+        let stage = Stage::open(&root)?;
+        let mut e = Self {
+            root,
+            stage,
+            store,
+            site,
+            status,
+            rt,
+            out,
+            conn: None,
+        };
+        e.recover()?;
+        e.stage.clean()?;
+        e.status.set_applied(e.store.applied()?);
+        *e.status.site.lock().unwrap() = e.store.site()?;
+        Ok(e)
+    }
+
+    /// Runs until the input channel closes.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        while let Some(input) = rx.blocking_recv() {
+            match input {
+                Input::Connected(w) => {
+                    self.status.observe_head(w.head_seq);
+                    let applied = self.store.applied().unwrap_or(0);
+                    self.conn = Some(Conn {
+                        site: w.site,
+                        assembling: None,
+                        queue: VecDeque::new(),
+                        last_queued: if w.mode == Mode::Full { 0 } else { applied },
+                        wanted: HashMap::new(),
+                        gone: HashSet::new(),
+                    });
+                }
+                Input::Disconnected(done) => {
+                    self.conn = None;
+                    self.stage.drop_partials();
+                    let _ = done.send(());
+                }
+                Input::Frame(m) => {
+                    if self.conn.is_none() {
+                        continue;
+                    }
+                    if let Err(e) = self.frame(m) {
+                        self.fail(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: EngineError) {
+        let (code, msg) = match &e {
+            EngineError::Peer(code, msg) => {
+                warn!(cause = %msg, "refusing what upstream sent");
+                (*code, msg.clone())
+            }
+            EngineError::Fs(FsError::Missing(_)) => {
+                warn!(cause = %e, "out of step with upstream: asking for a full resync");
+                let _ = self.store.reset();
+                self.status.set_applied(0);
+                *self.status.site.lock().unwrap() = None;
+                (ErrorCode::Internal, e.to_string())
+            }
+            EngineError::Fs(f) => {
+                let full = f
+                    .io_error()
+                    .and_then(|io| io.raw_os_error())
+                    .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT);
+                let msg = if full {
+                    format!("disk full: {f}; serving the previous versions, will retry")
+                } else {
+                    format!("cannot apply: {f}; serving the previous versions, will retry")
+                };
+                tracing::error!("{msg}");
+                *self.status.error.lock().unwrap() = Some(msg.clone());
+                (ErrorCode::Internal, msg)
+            }
+            EngineError::Local(err) => {
+                let msg = format!("cannot apply: {err:#}; will retry");
+                tracing::error!("{msg}");
+                *self.status.error.lock().unwrap() = Some(msg.clone());
+                (ErrorCode::Internal, msg)
+            }
+        };
+        self.conn = None;
+        self.stage.drop_partials();
+        let _ = self.out.send(Output::Close(code, msg));
+    }
+
+    fn frame(&mut self, m: Message) -> Result<(), EngineError> {
+        match m {
+            Message::Changeset(c) => self.changeset(c),
+            Message::Blob(b) => self.blob(b),
+            Message::Chunk(c) => self.chunk(c),
+            Message::Gone { hash } => {
+                let conn = self.conn.as_mut().expect("connected");
+                if conn.wanted.remove(&hash).is_none() {
+                    return Err(peer(ErrorCode::Protocol, "Gone for a hash never asked for"));
+                }
+                self.stage.abandon(&hash);
+                conn.gone.insert(hash);
+                self.try_apply()
+            }
+            other => Err(peer(
+                ErrorCode::Protocol,
+                format!("unexpected frame from upstream: {other:?}"),
+            )),
+        }
+    }
+
+    fn changeset(&mut self, c: Changeset) -> Result<(), EngineError> {
+        let conn = self.conn.as_mut().expect("connected");
+        self.status.observe_head(c.seq);
+        let complete = match &mut conn.assembling {
+            Some(a) => {
+                if a.seq != c.seq || a.kind != c.kind {
+                    return Err(peer(
+                        ErrorCode::Protocol,
+                        format!("changeset {} interrupted by {}", a.seq, c.seq),
+                    ));
+                }
+                if a.ops.len() + c.ops.len() > MAX_OPS {
+                    return Err(peer(ErrorCode::Protocol, "changeset has too many ops"));
+                }
+                a.ops.extend(c.ops);
+                a.last = c.last;
+                a.last
+            }
+            None => {
+                if c.seq <= conn.last_queued {
+                    return Err(peer(
+                        ErrorCode::Protocol,
+                        format!(
+                            "sequence went backwards: {} after {}",
+                            c.seq, conn.last_queued
+                        ),
+                    ));
+                }
+                if c.kind != Mode::Full && c.base_seq != conn.last_queued {
+                    return Err(peer(
+                        ErrorCode::Protocol,
+                        format!(
+                            "changeset {} builds on {}, but this mirror is at {}",
+                            c.seq, c.base_seq, conn.last_queued
+                        ),
+                    ));
+                }
+                let last = c.last;
+                conn.assembling = Some(c);
+                last
+            }
+        };
+        if complete {
+            let cs = conn.assembling.take().expect("assembling");
+            conn.last_queued = cs.seq;
+            debug!(seq = cs.seq, ops = cs.ops.len(), kind = ?cs.kind, "changeset received");
+            conn.queue.push_back(cs);
+            self.request_missing()?;
+            self.try_apply()?;
+        }
+        Ok(())
+    }
+
+    fn blob(&mut self, b: Blob) -> Result<(), EngineError> {
+        let conn = self.conn.as_mut().expect("connected");
+        let Some(size) = conn.wanted.get(&b.hash).copied() else {
+            return Err(peer(ErrorCode::Protocol, "blob never asked for"));
+        };
+        self.stage.whole(&b, size)?;
+        conn.wanted.remove(&b.hash);
+        self.try_apply()
+    }
+
+    fn chunk(&mut self, c: Chunk) -> Result<(), EngineError> {
+        let conn = self.conn.as_mut().expect("connected");
+        let Some(size) = conn.wanted.get(&c.hash).copied() else {
+            return Err(peer(ErrorCode::Protocol, "chunk never asked for"));
+        };
+        if self.stage.piece(&c, size)? {
+            conn.wanted.remove(&c.hash);
+            self.try_apply()?;
+        }
+        Ok(())
+    }
+
+    /// True when the bytes of `hash` are staged or can be copied from a served file.
+    fn obtainable(&self, hash: &ContentHash) -> Result<bool, EngineError> {
+        if self.stage.has(hash) {
+            return Ok(true);
+        }
+        Ok(self.local(hash)?.is_some())
+    }
+
+    /// A served file holding `hash`, per the store, that is really there.
+    fn local(&self, hash: &ContentHash) -> Result<Option<PathBuf>, EngineError> {
+        let Some(p) = self.store.find(hash)? else {
+            return Ok(None);
+        };
+        Ok(fsops::existing(&self.root, &p)?.filter(|f| f.is_file()))
+    }
+
+    /// Asks for every hash a queued changeset needs that is not here, not asked for yet, and
+    /// not gone.
+    fn request_missing(&mut self) -> Result<(), EngineError> {
+        let mut need: Vec<(ContentHash, u64)> = Vec::new();
+        let mut seen = HashSet::new();
+        let conn = self.conn.as_ref().expect("connected");
+        for cs in &conn.queue {
+            for op in &cs.ops {
+                if let Op::Put {
+                    path, hash, size, ..
+                } = op
+                {
+                    if conn.wanted.contains_key(hash)
+                        || conn.gone.contains(hash)
+                        || !seen.insert(*hash)
+                    {
+                        continue;
+                    }
+                    if cs.kind == Mode::Full || cs.kind == Mode::CatchUp {
+                        if let Some(h) = self.store.get(path)? {
+                            if h.hash == *hash {
+                                continue;
+                            }
+                        }
+                    }
+                    if !self.obtainable(hash)? {
+                        need.push((*hash, *size));
+                    }
+                }
+            }
+        }
+        if need.is_empty() {
+            return Ok(());
+        }
+        let conn = self.conn.as_mut().expect("connected");
+        for chunk in need.chunks(HASHES_PER_NEED) {
+            for (h, s) in chunk {
+                conn.wanted.insert(*h, *s);
+            }
+            let _ = self.out.send(Output::Send(Message::Need {
+                hashes: chunk.iter().map(|(h, _)| *h).collect(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Publishes queued changesets whose bytes are all here, in order.
+    fn try_apply(&mut self) -> Result<(), EngineError> {
+        loop {
+            let conn = self.conn.as_ref().expect("connected");
+            let Some(cs) = conn.queue.front() else {
+                return Ok(());
+            };
+            if !conn.wanted.is_empty() && self.waits_on_wanted(cs) {
+                return Ok(());
+            }
+            let cs = self
+                .conn
+                .as_mut()
+                .expect("connected")
+                .queue
+                .pop_front()
+                .expect("front");
+            let site = self.conn.as_ref().expect("connected").site;
+            let plan = self.plan(cs)?;
+            let Some(plan) = plan else {
+                // Something it needs went missing since it was asked for: ask again.
+                self.request_missing()?;
+                return Ok(());
+            };
+            self.publish(plan, site)?;
+        }
+    }
+
+    fn waits_on_wanted(&self, cs: &Changeset) -> bool {
+        let conn = self.conn.as_ref().expect("connected");
+        cs.ops.iter().any(|op| match op {
+            Op::Put { hash, .. } => conn.wanted.contains_key(hash),
+            _ => false,
+        })
+    }
+}
+
+/// A changeset reduced to what this mirror must do.
+pub struct Plan {
+    pub seq: u64,
+    pub base_seq: u64,
+    pub kind: Mode,
+    /// Carried out on disk, and recorded.
+    pub exec: Vec<Op>,
+    /// Files a full resync found already in place: only recorded.
+    pub adopted: Vec<Op>,
+}
+
+impl Engine {
+    /// Drops what is already in place or gone upstream; for a full resync adds deletes for
+    /// whatever the manifest does not list. `None` if a needed hash is no longer obtainable
+    /// (the changeset goes back to the front of the queue).
+    fn plan(&mut self, cs: Changeset) -> Result<Option<Plan>, EngineError> {
+        let gone = self
+            .conn
+            .as_ref()
+            .map(|c| c.gone.clone())
+            .unwrap_or_default();
+        let mut exec = Vec::new();
+        let mut adopted = Vec::new();
+        let mut listed = HashSet::new();
+        for op in &cs.ops {
+            match op {
+                Op::Put {
+                    path,
+                    hash,
+                    mode,
+                    mtime,
+                    size,
+                } => {
+                    if cs.kind == Mode::Full {
+                        listed.insert(path.clone());
+                    }
+                    if gone.contains(hash) {
+                        continue;
+                    }
+                    let held = self.store.get(path)?;
+                    if held
+                        .as_ref()
+                        .is_some_and(|h| h.hash == *hash && h.mode == *mode && h.mtime == *mtime)
+                        && fsops::existing(&self.root, path)?.is_some_and(|f| f.is_file())
+                    {
+                        continue;
+                    }
+                    if cs.kind == Mode::Full && held.is_none() {
+                        if let Some(full) = fsops::existing(&self.root, path)? {
+                            if self.stage.file_has(&full, *size, hash) {
+                                adopted.push(op.clone());
+                                continue;
+                            }
+                        }
+                    }
+                    if !self.obtainable(hash)? {
+                        let conn = self.conn.as_mut().expect("connected");
+                        conn.queue.push_front(cs);
+                        return Ok(None);
+                    }
+                    exec.push(op.clone());
+                }
+                _ => exec.push(op.clone()),
+            }
+        }
+        if cs.kind == Mode::Full {
+            let mut extra: Vec<SitePath> = self
+                .store
+                .paths()?
+                .into_iter()
+                .filter(|p| !listed.contains(p))
+                .collect();
+            extra.extend(self.stage.unlisted_files(&self.root, &listed));
+            extra.sort();
+            extra.dedup();
+            exec.splice(0..0, extra.into_iter().map(|path| Op::Delete { path }));
+        }
+        Ok(Some(Plan {
+            seq: cs.seq,
+            base_seq: cs.base_seq,
+            kind: cs.kind,
+            exec,
+            adopted,
+        }))
+    }
+
+    fn publish(&mut self, plan: Plan, site: SiteId) -> Result<(), EngineError> {
+        let t = std::time::Instant::now();
+        let sources = self
+            .stage
+            .prepare(&plan.exec, |h| self.local(h).ok().flatten())?;
+        let frame = encode(&Message::Changeset(Changeset {
+            seq: plan.seq,
+            base_seq: plan.base_seq,
+            produced_at_ms: 0,
+            kind: plan.kind,
+            ops: plan.exec.clone(),
+            last: true,
+        }));
+        self.store.adopt(&plan.adopted)?;
+        self.store.set_pending(plan.seq, site, &frame)?;
+        self.execute(&plan.exec, &sources)?;
+        self.store.commit(plan.seq, site, &plan.exec)?;
+        self.status.set_applied(plan.seq);
+        *self.status.site.lock().unwrap() = Some(site);
+        *self.status.error.lock().unwrap() = None;
+        let _ = self.out.send(Output::Send(Message::Ack { seq: plan.seq }));
+        debug!(
+            seq = plan.seq,
+            ops = plan.exec.len(),
+            us = t.elapsed().as_micros() as u64,
+            "changeset applied"
+        );
+        if plan.kind != Mode::Live {
+            info!(seq = plan.seq, ops = plan.exec.len(), kind = ?plan.kind, "caught up");
+        }
+        Ok(())
+    }
+
+    /// Carries out the ops under the publish gate, then fsyncs the touched directories.
+    fn execute(&self, ops: &[Op], sources: &[Option<PathBuf>]) -> Result<(), EngineError> {
+        let changed: Vec<String> = ops
+            .iter()
+            .flat_map(|op| match op {
+                Op::Move { from, to } => vec![from.to_string(), to.to_string()],
+                other => vec![other.path().to_string()],
+            })
+            .collect();
+        let root = &self.root;
+        let mut dirs: HashSet<PathBuf> = HashSet::new();
+        let gate = self.rt.block_on(self.site.publish(changed));
+        for (op, src) in ops.iter().zip(sources) {
+            match op {
+                Op::Put { path, hash, .. } => {
+                    let Some(src) = src else { continue };
+                    let full = fsops::prepare_parent(root, path)?;
+                    if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                        fsops::remove_any(&full)?;
+                    }
+                    std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
+                    let _ = self.site.set_hash(path.as_str(), &hash.to_hex());
+                    dirs.insert(full.parent().unwrap_or(root).to_path_buf());
+                }
+                Op::Delete { path } => {
+                    if let Some(full) = fsops::existing(root, path)? {
+                        if fsops::remove_any(&full)? {
+                            fsops::prune_empty_parents(root, &full);
+                            dirs.insert(full.parent().unwrap_or(root).to_path_buf());
+                        }
+                    }
+                }
+                Op::Move { from, to } => {
+                    let Some(src) = fsops::existing(root, from)?.filter(|p| p.exists()) else {
+                        if fsops::existing(root, to)?.is_some_and(|p| p.exists()) {
+                            continue; // done before a crash
+                        }
+                        return Err(FsError::Missing(from.clone()).into());
+                    };
+                    let dst = fsops::prepare_parent(root, to)?;
+                    if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir()) {
+                        fsops::remove_any(&dst)?;
+                    }
+                    std::fs::rename(&src, &dst).map_err(|e| FsError::io("rename", &dst, e))?;
+                    fsops::prune_empty_parents(root, &src);
+                    dirs.insert(src.parent().unwrap_or(root).to_path_buf());
+                    dirs.insert(dst.parent().unwrap_or(root).to_path_buf());
+                }
+            }
+        }
+        if dirs.len() > 16 {
+            fsops::sync_fs(root)?;
+        } else {
+            for d in &dirs {
+                if d.exists() {
+                    fsops::sync_dir(d)?;
+                }
+            }
+        }
+        drop(gate);
+        Ok(())
+    }
+
+    /// Finishes a changeset that was being renamed into place when the mirror stopped.
+    fn recover(&mut self) -> Result<()> {
+        let Some((seq, site, frame)) = self.store.pending()? else {
+            return Ok(());
+        };
+        let Ok(Message::Changeset(cs)) = tamizdat_protocol::decode(&frame, usize::MAX) else {
+            anyhow::bail!("the pending changeset in the state database is damaged");
+        };
+        info!(
+            seq,
+            ops = cs.ops.len(),
+            "finishing a changeset interrupted by a stop"
+        );
+        let sources = self.stage.recovered_sources(&cs.ops);
+        match self.execute(&cs.ops, &sources) {
+            Ok(()) => {}
+            Err(EngineError::Fs(FsError::Missing(_))) => {}
+            Err(e) => anyhow::bail!("cannot finish the interrupted changeset: {e}"),
+        }
+        self.store.commit(seq, site, &cs.ops)?;
+        Ok(())
+    }
+}

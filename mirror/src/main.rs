@@ -1,0 +1,147 @@
+//! `tamizdat-mirror run`: parse the command line, set up logging, then call the library.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tamizdat_mirror::{client::ClientOptions, MirrorOptions};
+use tamizdat_protocol::JoinToken;
+use tamizdat_serve::{AccessLogTarget, IpNet, ServeOptions};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A tamizdat mirror: follows the newsroom, serves the site"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Follow a distributor and serve the site.
+    Run(Run),
+}
+
+#[derive(clap::Args)]
+struct Run {
+    /// The join token from `tamizdat-distributor mirror add` (or @FILE to read it from a file).
+    #[arg(long, env = "TAMIZDAT_JOIN")]
+    join: String,
+    /// Where the site is kept and served from.
+    #[arg(long, env = "TAMIZDAT_ROOT")]
+    root: PathBuf,
+    /// Where the mirror keeps its state (outside the root).
+    #[arg(long, env = "TAMIZDAT_STATE")]
+    state: PathBuf,
+    /// HTTP address to serve the site on.
+    #[arg(long, env = "TAMIZDAT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Connect here instead of the URL in the join token (a relay, or a tunnel).
+    #[arg(long, env = "TAMIZDAT_UPSTREAM")]
+    upstream: Option<String>,
+    /// Seconds of lag after which the health endpoint answers 503.
+    #[arg(long, env = "TAMIZDAT_MAX_LAG", default_value_t = 60.0)]
+    max_lag: f64,
+    /// Access log: a file path, or '-' for standard output. Off when not given.
+    #[arg(long, env = "TAMIZDAT_ACCESS_LOG")]
+    access_log: Option<String>,
+    /// A proxy (address or CIDR) whose X-Forwarded-For is believed; repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TAMIZDAT_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    trusted_proxy: Vec<IpNet>,
+    /// Most HTTP connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Largest frame accepted from upstream, in bytes.
+    #[arg(long, default_value_t = tamizdat_protocol::MAX_FRAME_SIZE)]
+    max_frame: usize,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    max_backoff: f64,
+    /// Log format.
+    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let Cmd::Run(r) = Cli::parse().cmd;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if r.log_format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(r)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(r: Run) -> Result<()> {
+    let raw = match r.join.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("Failed to read the join token from {file}"))?,
+        None => r.join.clone(),
+    };
+    let token = JoinToken::decode(&raw).context("Bad --join token")?;
+    let access_log = match r.access_log.as_deref() {
+        None => AccessLogTarget::Off,
+        Some("-") => AccessLogTarget::Stdout,
+        Some(p) => AccessLogTarget::File(p.into()),
+    };
+    let serve = ServeOptions {
+        lag_threshold: Duration::from_secs_f64(r.max_lag),
+        access_log,
+        trusted_proxies: r.trusted_proxy,
+        max_connections: r.max_connections,
+        ..ServeOptions::default()
+    };
+    let listener = tokio::net::TcpListener::bind(r.listen)
+        .await
+        .with_context(|| format!("Failed to listen on {}", r.listen))?;
+    println!("http listening on {}", listener.local_addr()?);
+    let opts = MirrorOptions {
+        token,
+        upstream: r.upstream,
+        root: r.root,
+        state: r.state,
+        serve,
+        client: ClientOptions {
+            max_frame: r.max_frame,
+            backoff_max: Duration::from_secs_f64(r.max_backoff),
+            ..ClientOptions::default()
+        },
+    };
+    tamizdat_mirror::run(opts, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,308 @@
+//! The staging area, `ROOT/.tamizdat/stage/`: on the same file system as the served tree, so
+//! a staged file enters the tree with one `rename`. Received bytes are named by their hash
+//! once verified (`<hex>`; `<hex>.part` while arriving); files about to be renamed into place
+//! are `put-<i>`, numbered by their op in the pending changeset so a restart can find them.
+
+use crate::fsops::{self, FsError};
+use anyhow::{Context, Result};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use tamizdat_protocol::{
+    Blob, Chunk, ContentHash, Encoding, ErrorCode, Op, SitePath, CHUNK_SIZE, RESERVED_PREFIX,
+};
+
+use crate::apply::EngineError;
+
+/// The mirror's own directory under the root; the HTTP side never serves it.
+pub const OWN_DIR: &str = ".tamizdat";
+
+struct Partial {
+    file: File,
+    hasher: blake3::Hasher,
+    offset: u64,
+}
+
+pub struct Stage {
+    dir: PathBuf,
+    partials: HashMap<ContentHash, Partial>,
+}
+
+fn bad(code: ErrorCode, msg: impl Into<String>) -> EngineError {
+    EngineError::Peer(code, msg.into())
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> EngineError {
+    let path = path.to_path_buf();
+    move |e| EngineError::Fs(FsError::io(what, &path, e))
+}
+
+impl Stage {
+    pub fn open(root: &Path) -> Result<Self> {
+        let own = root.join(OWN_DIR);
+        let dir = own.join("stage");
+        fs::create_dir_all(&dir).with_context(|| format!("Failed to create {}", dir.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(&own, fs::Permissions::from_mode(0o700));
+        Ok(Self {
+            dir,
+            partials: HashMap::new(),
+        })
+    }
+
+    /// Removes half-received and half-prepared files, and verified files whose bytes no
+    /// longer match their name (a power cut before they were flushed).
+    pub fn clean(&self) -> Result<()> {
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let keep = ContentHash::from_hex(&name).is_some_and(|h| {
+                let mut hasher = blake3::Hasher::new();
+                File::open(e.path())
+                    .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+                    .is_ok()
+                    && ContentHash::from(hasher.finalize()) == h
+            });
+            if !keep {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn verified(&self, hash: &ContentHash) -> PathBuf {
+        self.dir.join(hash.to_hex())
+    }
+
+    fn part(&self, hash: &ContentHash) -> PathBuf {
+        self.dir.join(format!("{}.part", hash.to_hex()))
+    }
+
+    fn put(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("put-{i}"))
+    }
+
+    pub fn has(&self, hash: &ContentHash) -> bool {
+        self.verified(hash).exists()
+    }
+
+    /// Stages a whole small file, verified against its hash and expected size.
+    pub fn whole(&mut self, b: &Blob, size: u64) -> Result<(), EngineError> {
+        let raw = unpack(b.encoding, &b.data, size as usize)?;
+        if raw.len() as u64 != size || ContentHash::of(&raw) != b.hash {
+            return Err(bad(
+                ErrorCode::HashMismatch,
+                format!("blob {} does not match its hash or size", b.hash),
+            ));
+        }
+        let part = self.part(&b.hash);
+        fs::write(&part, &raw).map_err(io("write", &part))?;
+        let dst = self.verified(&b.hash);
+        fs::rename(&part, &dst).map_err(io("rename", &dst))?;
+        Ok(())
+    }
+
+    /// Stages one piece of a large file; true when the file is complete and verified.
+    pub fn piece(&mut self, c: &Chunk, size: u64) -> Result<bool, EngineError> {
+        let part = self.part(&c.hash);
+        if c.offset == 0 {
+            let file = File::create(&part).map_err(io("create", &part))?;
+            self.partials.insert(
+                c.hash,
+                Partial {
+                    file,
+                    hasher: blake3::Hasher::new(),
+                    offset: 0,
+                },
+            );
+        }
+        let Some(p) = self.partials.get_mut(&c.hash) else {
+            return Err(bad(
+                ErrorCode::Protocol,
+                "chunk of a file that was never started",
+            ));
+        };
+        if c.offset != p.offset {
+            return Err(bad(
+                ErrorCode::Protocol,
+                format!(
+                    "chunk at offset {} where {} was expected",
+                    c.offset, p.offset
+                ),
+            ));
+        }
+        let raw = unpack(c.encoding, &c.data, CHUNK_SIZE)?;
+        if p.offset + raw.len() as u64 > size {
+            self.abandon(&c.hash);
+            return Err(bad(ErrorCode::HashMismatch, "file longer than announced"));
+        }
+        p.file.write_all(&raw).map_err(io("write", &part))?;
+        p.hasher.update(&raw);
+        p.offset += raw.len() as u64;
+        if !c.last {
+            return Ok(false);
+        }
+        let p = self.partials.remove(&c.hash).expect("present");
+        if p.offset != size || ContentHash::from(p.hasher.finalize()) != c.hash {
+            let _ = fs::remove_file(&part);
+            return Err(bad(
+                ErrorCode::HashMismatch,
+                format!("file {} does not match its hash or size", c.hash),
+            ));
+        }
+        drop(p.file);
+        let dst = self.verified(&c.hash);
+        fs::rename(&part, &dst).map_err(io("rename", &dst))?;
+        Ok(true)
+    }
+
+    pub fn abandon(&mut self, hash: &ContentHash) {
+        self.partials.remove(hash);
+        let _ = fs::remove_file(self.part(hash));
+    }
+
+    pub fn drop_partials(&mut self) {
+        let hashes: Vec<ContentHash> = self.partials.keys().copied().collect();
+        for h in hashes {
+            self.abandon(&h);
+        }
+    }
+
+    /// True when the file at `full` has exactly `size` bytes hashing to `hash`.
+    pub fn file_has(&self, full: &Path, size: u64, hash: &ContentHash) -> bool {
+        match fs::symlink_metadata(full) {
+            Ok(m) if m.is_file() && m.len() == size => {}
+            _ => return false,
+        }
+        let mut hasher = blake3::Hasher::new();
+        File::open(full)
+            .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+            .is_ok()
+            && ContentHash::from(hasher.finalize()) == *hash
+    }
+
+    /// Files under `root` (outside the mirror's own directory) that `listed` does not name.
+    pub fn unlisted_files(&self, root: &Path, listed: &HashSet<SitePath>) -> Vec<SitePath> {
+        walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .into_iter()
+            .filter_entry(|e| {
+                e.depth() != 1 || !e.file_name().to_string_lossy().starts_with(RESERVED_PREFIX)
+            })
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_type().is_dir())
+            .filter_map(|e| SitePath::from_fs(root, e.path()).ok())
+            .filter(|p| !listed.contains(p))
+            .collect()
+    }
+
+    /// Makes a file ready to rename into place for every put, with its mode and mtime, and
+    /// flushes them. `local` finds a served file holding a hash.
+    pub fn prepare(
+        &self,
+        ops: &[Op],
+        local: impl Fn(&ContentHash) -> Option<PathBuf>,
+    ) -> Result<Vec<Option<PathBuf>>, EngineError> {
+        let mut uses: HashMap<ContentHash, usize> = HashMap::new();
+        for op in ops {
+            if let Op::Put { hash, .. } = op {
+                *uses.entry(*hash).or_default() += 1;
+            }
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        let mut made = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let Op::Put {
+                path,
+                hash,
+                size,
+                mode,
+                mtime,
+            } = op
+            else {
+                out.push(None);
+                continue;
+            };
+            let dst = self.put(i);
+            let left = uses.get_mut(hash).expect("counted");
+            *left -= 1;
+            let verified = self.verified(hash);
+            if verified.exists() {
+                if *left > 0 {
+                    fs::copy(&verified, &dst).map_err(io("copy", &dst))?;
+                } else {
+                    fs::rename(&verified, &dst).map_err(io("rename", &dst))?;
+                }
+            } else if let Some(src) = local(hash) {
+                let _ = fs::remove_file(&dst);
+                // A large file is linked, not copied: served files are never written in place,
+                // so sharing the inode is safe.
+                if *size < 1 << 20 || fs::hard_link(&src, &dst).is_err() {
+                    fs::copy(&src, &dst).map_err(io("copy", &dst))?;
+                }
+            } else {
+                return Err(FsError::Missing(path.clone()).into());
+            }
+            let f = File::options()
+                .write(true)
+                .open(&dst)
+                .map_err(io("open", &dst))?;
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode((mode & 0o755) | 0o644))
+                .map_err(io("chmod", &dst))?;
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs((*mtime).max(0) as u64);
+            f.set_modified(t).map_err(io("set mtime", &dst))?;
+            made.push(f);
+            out.push(Some(dst));
+        }
+        if made.len() > 8 {
+            fsops::sync_fs(&self.dir)?;
+        } else {
+            for f in &made {
+                f.sync_all().map_err(io("fsync", &self.dir))?;
+            }
+        }
+        if !made.is_empty() {
+            fsops::sync_dir(&self.dir)?;
+        }
+        Ok(out)
+    }
+
+    /// The prepared files of an interrupted changeset that have not been renamed yet.
+    pub fn recovered_sources(&self, ops: &[Op]) -> Vec<Option<PathBuf>> {
+        ops.iter()
+            .enumerate()
+            .map(|(i, op)| match op {
+                Op::Put { .. } => Some(self.put(i)).filter(|p| p.exists()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Decodes a blob or chunk, never producing more than `limit` bytes (a zstd bomb is refused).
+fn unpack(enc: Encoding, data: &[u8], limit: usize) -> Result<Vec<u8>, EngineError> {
+    match enc {
+        Encoding::Raw => {
+            if data.len() > limit {
+                return Err(bad(ErrorCode::HashMismatch, "more bytes than announced"));
+            }
+            Ok(data.to_vec())
+        }
+        Encoding::Zstd => {
+            let mut out = Vec::new();
+            let mut dec = zstd::stream::read::Decoder::new(data)
+                .map_err(|e| bad(ErrorCode::Malformed, format!("bad zstd data: {e}")))?;
+            (&mut dec)
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(ErrorCode::Malformed, format!("bad zstd data: {e}")))?;
+            if out.len() > limit {
+                return Err(bad(ErrorCode::HashMismatch, "more bytes than announced"));
+            }
+            Ok(out)
+        }
+    }
+}
