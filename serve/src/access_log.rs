@@ -30,6 +30,7 @@ use crate::options::AccessLogTarget;
 /// Lines queued for the writer thread before new ones are dropped.
 pub const QUEUE_LINES: usize = 16_384;
 
+#[derive(Clone)]
 pub(crate) struct AccessLog {
     tx: SyncSender<String>,
     dropped: Arc<AtomicU64>,

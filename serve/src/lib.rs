@@ -44,7 +44,7 @@
 //! taken from the mirror with [`Site::set_hash`].
 //!
 //! # Layout
-//! - [`run`] (`server.rs`): accept loop, connection limit, header-read and idle timeouts,
+//! - [`run`], [`spawn_threads`] (`server.rs`): accept loop, connection limit, header-read and idle timeouts,
 //!   graceful shutdown.
 //! - `respond.rs`: one request to one response (health, validators, ranges, encodings).
 //! - `site.rs`: [`Site`], the publish gate, opening files beneath the root, the hash cache.
@@ -69,5 +69,5 @@ pub use options::{
     AccessLogTarget, CacheControlRules, RuleError, ServeOptions, DEFAULT_CACHE_CONTROL,
     DEFAULT_CACHE_RULES,
 };
-pub use server::run;
+pub use server::{run, spawn_threads, Threads};
 pub use site::{InvalidHash, PublishGuard, Site};

@@ -31,6 +31,9 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// in-flight responses finish (up to [`ServeOptions::shutdown_grace`](crate::ServeOptions)),
 /// closes idle keep-alive connections, and returns.
 ///
+/// Runs on whatever runtime it is spawned on. For the most requests per second on small files,
+/// see [`spawn_threads`].
+///
 /// Fails only when the access log cannot be opened.
 pub async fn run(
     listener: TcpListener,
@@ -38,12 +41,88 @@ pub async fn run(
     health: Arc<dyn Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let opts = site.opts.clone();
-    let log = AccessLog::open(&opts.access_log)?;
-    let ctx = Arc::new(Ctx { site, health, log });
-    let max = opts
-        .max_connections
-        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let log = AccessLog::open(&site.opts.access_log)?;
+    let max = site.opts.max_connections;
+    serve(listener, Arc::new(Ctx { site, health, log }), shutdown, max).await;
+    Ok(())
+}
+
+/// Serves `site` on `threads` dedicated OS threads, each with its own single-threaded tokio
+/// runtime accepting from the same listening socket, as nginx's worker processes do. No task
+/// ever moves between threads, which on small files answered markedly more requests per second
+/// than [`run`] on one work-stealing runtime (see the README's figures).
+///
+/// Each thread serves up to `max_connections / threads` (rounded up) connections. Setting
+/// `shutdown` to `true` (or dropping its sender) shuts every thread down as [`run`] does;
+/// [`Threads::join`] waits for them.
+pub fn spawn_threads(
+    listener: std::net::TcpListener,
+    site: Arc<Site>,
+    health: Arc<dyn Health>,
+    threads: usize,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<Threads> {
+    let threads = threads.max(1);
+    listener.set_nonblocking(true)?;
+    let log = AccessLog::open(&site.opts.access_log)?;
+    let max = site.opts.max_connections.div_ceil(threads);
+    let mut handles = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let listener = listener.try_clone()?;
+        let ctx = Arc::new(Ctx {
+            site: site.clone(),
+            health: health.clone(),
+            log: log.clone(),
+        });
+        let mut shutdown = shutdown.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || -> io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let stop = async move {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    };
+                    serve(listener, ctx, stop, max).await;
+                    Ok(())
+                })
+            })?;
+        handles.push(handle);
+    }
+    Ok(Threads(handles))
+}
+
+/// The threads started by [`spawn_threads`].
+#[must_use = "join the threads to know when shutdown has finished"]
+pub struct Threads(Vec<std::thread::JoinHandle<io::Result<()>>>);
+
+impl Threads {
+    /// Blocks until every thread has stopped; the first error any of them met.
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for h in self.0 {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("an HTTP thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    shutdown: impl Future<Output = ()>,
+    max_connections: usize,
+) {
+    let grace = ctx.site.opts.shutdown_grace;
+    let max = max_connections.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let limit = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -85,10 +164,8 @@ pub async fn run(
 
     drop(listener);
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(opts.shutdown_grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             connections = tasks.len(),
@@ -96,7 +173,6 @@ pub async fn run(
         );
         tasks.shutdown().await;
     }
-    Ok(())
 }
 
 async fn connection_task(

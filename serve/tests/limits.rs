@@ -199,3 +199,38 @@ async fn access_log_combined_format_and_trusted_proxies() {
         "{text}"
     );
 }
+
+#[test]
+fn spawn_threads_serves_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    put(&dir.path().join("site"), "a.txt", b"threads");
+    let site = tamizdat_serve::Site::new(dir.path().join("site"), ServeOptions::default());
+    let health = std::sync::Arc::new(FakeHealth::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let threads = tamizdat_serve::spawn_threads(listener, site, health, 2, stop_rx).unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..20 {
+            let r = raw_request(
+                addr,
+                b"GET /a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert_eq!((r.status, r.body.as_slice()), (200, &b"threads"[..]));
+        }
+    });
+    stop.send(true).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done_tx.send(threads.join()));
+    done_rx
+        .recv_timeout(TIMEOUT)
+        .expect("threads did not stop")
+        .unwrap();
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
