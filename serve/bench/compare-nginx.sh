@@ -51,11 +51,17 @@ chmod -R a+rX "$work/site"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 tz_port=$(free_port)
+sh_port=$(free_port)
 ng_port=$(free_port)
 
+# spawn_threads: one current-thread runtime per thread (the default of the example)
 "$SERVE_BIN" "$work/site" "127.0.0.1:$tz_port" 2 2>"$work/serve.log" &
 tz_pid=$!
 pids+=("$tz_pid")
+# run() on one 2-worker multi-thread runtime
+TZ_RUNTIME=shared "$SERVE_BIN" "$work/site" "127.0.0.1:$sh_port" 2 2>"$work/serve-shared.log" &
+sh_pid=$!
+pids+=("$sh_pid")
 
 mkdir -p "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<CONF
@@ -85,7 +91,7 @@ CONF
 nginx -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
 pids+=("$!")
 
-for port in "$tz_port" "$ng_port"; do
+for port in "$tz_port" "$sh_port" "$ng_port"; do
     for _ in $(seq 100); do
         curl -sf -o /dev/null "http://127.0.0.1:$port/one.html" && break
         sleep 0.1
@@ -131,12 +137,17 @@ for scenario in "one 10 KB page|/one.html|" "mix of 1,000 pages|/|$work/mix.lua"
     IFS='|' read -r name path script <<<"$scenario"
     # warm both (page cache, hot cache, hashes)
     wrk -t1 -c4 -d1s ${script:+-s "$script"} "http://127.0.0.1:$tz_port$path" >/dev/null
+    wrk -t1 -c4 -d1s ${script:+-s "$script"} "http://127.0.0.1:$sh_port$path" >/dev/null
     wrk -t1 -c4 -d1s ${script:+-s "$script"} "http://127.0.0.1:$ng_port$path" >/dev/null
-    for srv in tamizdat nginx; do
-        port=$tz_port; [ "$srv" = nginx ] && port=$ng_port
+    for srv in "tamizdat spawn_threads" "tamizdat run (shared rt)" nginx; do
+        case "$srv" in
+            nginx) port=$ng_port ;;
+            *shared*) port=$sh_port ;;
+            *) port=$tz_port ;;
+        esac
         IFS='|' read -r rps p99 errs <<<"$(run "$srv" "$port" "$path" "$script")"
         echo "| $name | $srv | $rps | $p99 | $errs|"
     done
 done
 echo
-echo "peak RSS: tamizdat-serve $(( $(rss_kb "$tz_pid") / 1024 )) MB; nginx (master + workers) $(( $(rss_kb "$(cat "$work/nginx/nginx.pid")") / 1024 )) MB"
+echo "peak RSS: tamizdat-serve spawn_threads $(( $(rss_kb "$tz_pid") / 1024 )) MB, run $(( $(rss_kb "$sh_pid") / 1024 )) MB; nginx (master + workers) $(( $(rss_kb "$(cat "$work/nginx/nginx.pid")") / 1024 )) MB"
