@@ -23,8 +23,9 @@ use crate::options::ServeOptions;
 use crate::resource::{Encoding, Rep, Resource, Source};
 use crate::target;
 
-/// Entries in the hash cache and in the hint table before they are emptied and refilled.
-const HASH_CACHE_ENTRIES: usize = 65_536;
+/// Entries in the hash cache and in the hint table before they are emptied and refilled
+/// (about 2 MB each at most, inside the 64 MB the issue allows the whole mirror).
+const HASH_CACHE_ENTRIES: usize = 16_384;
 /// How often a file that keeps changing while it is hashed is hashed again.
 const HASH_ATTEMPTS: usize = 3;
 

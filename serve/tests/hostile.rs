@@ -38,6 +38,14 @@ async fn hostile_targets_get_400_or_404_and_no_secret() {
         root.join("news/abs-state-link"),
     )
     .unwrap();
+    // Symlinks that stay inside the root are followed.
+    symlink("news", root.join("latest")).unwrap();
+    // A FIFO would block a naive server's open or read forever.
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(root.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
     let s = start_in(dir, ServeOptions::default()).await;
 
     let long = format!("/{}", "a".repeat(5000));
@@ -95,6 +103,7 @@ async fn hostile_targets_get_400_or_404_and_no_secret() {
         b"/state-link",
         b"/state-dir/state",
         b"/news/abs-state-link",
+        b"/pipe",
         b"/.git/config",
         b"/.env",
         b"/%2eenv",
@@ -137,8 +146,9 @@ async fn hostile_targets_get_400_or_404_and_no_secret() {
         }
     }
 
-    // The ordinary pages still work beside all that.
+    // The ordinary pages still work beside all that, also through an inside symlink.
     assert_eq!(s.get("/news/").await.body, b"news");
+    assert_eq!(s.get("/latest/").await.body, b"news");
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
