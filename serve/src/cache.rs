@@ -76,6 +76,16 @@ impl HotCache {
         }
     }
 
+    pub(crate) fn remove(&self, key: &str) {
+        if self.shard_budget == 0 {
+            return;
+        }
+        let mut shard = self.shard(key).write();
+        if let Some((_, w)) = shard.map.remove(key) {
+            shard.bytes -= w;
+        }
+    }
+
     /// Drops every entry a change to `changed` (root-relative paths; a directory stands for
     /// everything under it) could affect, including the directory keys whose `index.html`
     /// changed and the plain files whose precompressed variants changed.

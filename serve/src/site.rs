@@ -215,8 +215,10 @@ impl Site {
                 tracing::error!(cause = %e, "resolving a path panicked");
                 None
             });
-        if let Some(Ok(res)) = &loaded {
-            self.hot.insert(rel, res);
+        match &loaded {
+            Some(Ok(res)) => self.hot.insert(rel, res),
+            // Gone (or now a directory) without a publish: forget the stale copy.
+            _ => self.hot.remove(rel),
         }
         loaded
     }

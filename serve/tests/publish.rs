@@ -200,4 +200,6 @@ async fn unpublished_changes_show_after_revalidation() {
     assert_eq!(s.get("/x.html").await.body, b"one");
     s.put("x.html", b"two");
     assert_eq!(s.get("/x.html").await.body, b"two");
+    std::fs::remove_file(s.root().join("x.html")).unwrap();
+    assert_eq!(s.get("/x.html").await.status, 404);
 }
