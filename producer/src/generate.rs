@@ -4,7 +4,7 @@
 //! nothing it did not change.
 
 use crate::cms::Kind;
-use crate::output::{DirSync, Outcome};
+use crate::output::{DirSync, Outcome, Output};
 use crate::pages::{self, PageKey, FEED_ITEMS, HOME_ITEMS, PER_PAGE, SITEMAP_CHUNK};
 use crate::render::{DocView, SiteInfo, Theme};
 use crate::site::{feed_for, view, Action, PublishError, Report, Site};
@@ -252,7 +252,7 @@ fn doc_html(theme: &Theme, info: &SiteInfo, doc: &DocRow) -> Result<Vec<u8>, Pub
 }
 
 /// Rebuilds the whole site. Listings are streamed in one ordered pass each instead of one
-/// query per page.
+/// query per page, and pages are rendered, compressed and written on every core.
 pub(crate) fn render_all(
     site: &mut Site,
     started: Instant,
@@ -274,39 +274,25 @@ pub(crate) fn render_all(
     }
     let (conn, theme, info, output, _) = site.parts();
     let mut report = Report::default();
-    let mut dirs = DirSync::batch(output.root());
-    let mut emit = |action: Action, report: &mut Report| -> Result<(), PublishError> {
-        match action {
-            Action::Put(path, bytes) => match output.put(&path, &bytes, &mut dirs)? {
-                Outcome::Written => report.written.push(path),
-                Outcome::Unchanged => report.unchanged.push(path),
-            },
-            Action::Remove(path) => {
-                if output.remove(&path, &mut dirs)? {
-                    report.removed.push(path);
-                }
-            }
-            Action::Nothing => {}
-        }
-        Ok(())
-    };
 
     let articles = store::all_of_kind(conn, Kind::Article, true)?;
-    let docs_pages = store::all_of_kind(conn, Kind::Page, true)?;
-    let tags = store::all_tags(conn)?;
+    let doc_pages = store::all_of_kind(conn, Kind::Page, true)?;
     let n = articles.len() as u64;
-    let total = n + docs_pages.len() as u64 + n.div_ceil(PER_PAGE) + tags.len() as u64;
-    let mut done = 0u64;
-    for doc in articles.iter().chain(&docs_pages) {
-        emit(
-            Action::Put(pages::doc_path(doc), doc_html(theme, info, doc)?),
-            &mut report,
-        )?;
-        done += 1;
-        if done % 256 == 0 {
-            progress(done, total);
-        }
-    }
+    let archive_pages = n.div_ceil(PER_PAGE).max(1);
+    let mut total = n + doc_pages.len() as u64 + archive_pages;
+    progress(0, total);
+    let docs: Vec<&DocRow> = articles.iter().chain(&doc_pages).collect();
+    par_emit(output, &docs, &mut report, |doc| {
+        Ok(Action::Put(
+            pages::doc_path(doc),
+            doc_html(theme, info, doc)?,
+        ))
+    })?;
+    let mut done = docs.len() as u64;
+    progress(done, total);
+    drop(docs);
+    drop(doc_pages);
+
     // Listing rows as the per-page queries return them: without bodies.
     let rows: Vec<DocRow> = articles
         .into_iter()
@@ -316,60 +302,64 @@ pub(crate) fn render_all(
             ..d
         })
         .collect();
-    drop(docs_pages);
     let all = Listing::All;
-    let lv = listing_view(conn, &all)?;
-    for (i, chunk) in rows.chunks(PER_PAGE as usize).enumerate() {
+    let all_view = listing_view(conn, &all)?;
+    let chunks: Vec<(u64, &[DocRow])> = if rows.is_empty() {
+        vec![(1, &rows[..])]
+    } else {
+        (1..).zip(rows.chunks(PER_PAGE as usize)).collect()
+    };
+    par_emit(output, &chunks, &mut report, |(p, chunk)| {
         let items: Vec<DocRow> = chunk.iter().rev().cloned().collect();
-        emit(
-            numbered_page(theme, info, &all, &lv, i as u64 + 1, n, &items)?,
-            &mut report,
-        )?;
-        done += 1;
-    }
-    if n == 0 {
-        emit(
-            numbered_page(theme, info, &all, &lv, 1, 0, &[])?,
-            &mut report,
-        )?;
-    }
-    for (i, chunk) in rows.chunks(SITEMAP_CHUNK as usize).enumerate() {
-        emit(
-            Action::Put(sitemap_chunk_path(i as u64 + 1), sitemap_chunk(info, chunk)),
-            &mut report,
-        )?;
-    }
+        numbered_page(theme, info, &all, &all_view, *p, n, &items)
+    })?;
+    let sitemaps: Vec<(u64, &[DocRow])> = (1..).zip(rows.chunks(SITEMAP_CHUNK as usize)).collect();
+    par_emit(output, &sitemaps, &mut report, |(c, chunk)| {
+        Ok(Action::Put(
+            sitemap_chunk_path(*c),
+            sitemap_chunk(info, chunk),
+        ))
+    })?;
+    done += chunks.len() as u64;
     progress(done, total);
-    let mut by_tag: std::collections::HashMap<&str, Vec<&DocRow>> = Default::default();
+
+    // Tags: every page of every tag, from one pass over the rows.
+    let mut by_tag: std::collections::BTreeMap<&str, Vec<&DocRow>> = Default::default();
     for d in &rows {
         for t in &d.tags {
             by_tag.entry(t.slug.as_str()).or_default().push(d);
         }
     }
-    for tag in &tags {
-        let listing = Listing::Tag(tag.clone());
-        let members = by_tag.remove(tag.as_str()).unwrap_or_default();
-        let lv = listing_view(conn, &listing)?;
-        let count = members.len() as u64;
-        for (i, chunk) in members.chunks(PER_PAGE as usize).enumerate() {
-            let items: Vec<DocRow> = chunk.iter().rev().map(|d| (*d).clone()).collect();
-            emit(
-                numbered_page(theme, info, &listing, &lv, i as u64 + 1, count, &items)?,
-                &mut report,
-            )?;
-        }
-        emit(
-            render_key(site, &PageKey::ListingIndex(listing))?,
-            &mut report,
-        )?;
-        emit(
-            render_key(site, &PageKey::TagFeed(tag.clone()))?,
-            &mut report,
-        )?;
-        done += 1;
-        progress(done, total);
+    let mut tag_lists = Vec::with_capacity(by_tag.len());
+    for (tag, members) in by_tag {
+        let listing = Listing::Tag(tag.to_string());
+        let view = listing_view(conn, &listing)?;
+        tag_lists.push((listing, view, members));
     }
-    for key in [
+    let work: Vec<(usize, u64)> = tag_lists
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, _, m))| (1..=(m.len() as u64).div_ceil(PER_PAGE)).map(move |p| (i, p)))
+        .collect();
+    total += work.len() as u64;
+    progress(done, total);
+    par_emit(output, &work, &mut report, |(i, p)| {
+        let (listing, view, members) = &tag_lists[*i];
+        let lo = ((p - 1) * PER_PAGE) as usize;
+        let hi = (lo + PER_PAGE as usize).min(members.len());
+        let items: Vec<DocRow> = members[lo..hi].iter().rev().map(|d| (*d).clone()).collect();
+        numbered_page(theme, info, listing, view, *p, members.len() as u64, &items)
+    })?;
+    done += work.len() as u64;
+    progress(done, total);
+    let mut keys: Vec<PageKey> = Vec::new();
+    for (listing, _, _) in &tag_lists {
+        if let Listing::Tag(t) = listing {
+            keys.push(PageKey::ListingIndex(listing.clone()));
+            keys.push(PageKey::TagFeed(t.clone()));
+        }
+    }
+    keys.extend([
         PageKey::ListingIndex(Listing::All),
         PageKey::Home,
         PageKey::Feed,
@@ -377,11 +367,75 @@ pub(crate) fn render_all(
         PageKey::SitemapPages,
         PageKey::NotFound,
         PageKey::Stylesheet,
-    ] {
-        emit(render_key(site, &key)?, &mut report)?;
+    ]);
+    // These read the store, whose connection stays on this thread.
+    let mut dirs = DirSync::batch(output.root());
+    for key in &keys {
+        let action = render_key(site, key)?;
+        apply(output, action, &mut report, &mut dirs)?;
     }
     dirs.finish()?;
     progress(total, total);
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
+}
+
+fn apply(
+    output: &Output,
+    action: Action,
+    report: &mut Report,
+    dirs: &mut DirSync,
+) -> Result<(), PublishError> {
+    match action {
+        Action::Put(path, bytes) => match output.put(&path, &bytes, dirs)? {
+            Outcome::Written => report.written.push(path),
+            Outcome::Unchanged => report.unchanged.push(path),
+        },
+        Action::Remove(path) => {
+            if output.remove(&path, dirs)? {
+                report.removed.push(path);
+            }
+        }
+        Action::Nothing => {}
+    }
+    Ok(())
+}
+
+/// Renders and writes `items` on every core, in contiguous slices, merging the reports in
+/// order. Files are not fsynced one by one: the caller syncs the file system at the end.
+fn par_emit<T: Sync>(
+    output: &Output,
+    items: &[T],
+    report: &mut Report,
+    render: impl Fn(&T) -> Result<Action, PublishError> + Sync,
+) -> Result<(), PublishError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = items.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Report, PublishError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(per_thread)
+            .map(|slice| {
+                let render = &render;
+                s.spawn(move || {
+                    let mut part = Report::default();
+                    let mut dirs = DirSync::batch(output.root());
+                    for item in slice {
+                        apply(output, render(item)?, &mut part, &mut dirs)?;
+                    }
+                    Ok(part)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("render thread panicked"))
+            .collect()
+    });
+    for part in parts {
+        let part = part?;
+        report.written.extend(part.written);
+        report.unchanged.extend(part.unchanged);
+        report.removed.extend(part.removed);
+    }
+    Ok(())
 }

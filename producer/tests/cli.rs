@@ -28,7 +28,10 @@ fn publish_markdown_with_toml_or_yaml_front_matter_and_json() {
     let d = dir.path();
     write(&d.join("in/camp.md"), "+++\ntitle = \"Climate camp opens\"\npublished_at = 2009-04-01T09:00:00Z\ntags = [\"climate\"]\n+++\nThe camp **opened**.\n");
     write(&d.join("in/legal.markdown"), "---\nslug: legal-observers\ntitle: Legal observers\npublished_at: 2009-04-02\nauthors: [Ana]\n---\n# Notes\n\nText.\n");
-    write(&d.join("in/about.json"), r#"{"slug": "about", "title": "About us", "kind": "page", "body": "We are volunteers."}"#);
+    write(
+        &d.join("in/about.json"),
+        r#"{"slug": "about", "title": "About us", "kind": "page", "body": "We are volunteers."}"#,
+    );
     for f in ["in/camp.md", "in/legal.markdown", "in/about.json"] {
         let r = ok(&cli(d, &["publish", d.join(f).to_str().unwrap()]));
         assert!(!r["written"].as_array().unwrap().is_empty(), "{r}");
@@ -36,23 +39,42 @@ fn publish_markdown_with_toml_or_yaml_front_matter_and_json() {
     let out = d.join("out");
     let camp = std::fs::read_to_string(out.join("2009/04/camp/index.html")).unwrap();
     assert!(camp.contains("Climate camp opens") && camp.contains("<strong>opened</strong>"));
-    assert!(std::fs::read_to_string(out.join("2009/04/legal-observers/index.html")).unwrap().contains("By Ana"));
-    assert!(std::fs::read_to_string(out.join("about/index.html")).unwrap().contains("We are volunteers."));
-    assert!(std::fs::read_to_string(out.join("sitemaps/pages.xml")).unwrap().contains("/about/"));
+    assert!(
+        std::fs::read_to_string(out.join("2009/04/legal-observers/index.html"))
+            .unwrap()
+            .contains("By Ana")
+    );
+    assert!(std::fs::read_to_string(out.join("about/index.html"))
+        .unwrap()
+        .contains("We are volunteers."));
+    assert!(std::fs::read_to_string(out.join("sitemaps/pages.xml"))
+        .unwrap()
+        .contains("/about/"));
     // Pages are not listed.
-    assert!(!std::fs::read_to_string(out.join("index.html")).unwrap().contains("About us"));
+    assert!(!std::fs::read_to_string(out.join("index.html"))
+        .unwrap()
+        .contains("About us"));
 
     let r = ok(&cli(d, &["unpublish", "camp"]));
-    assert!(r["removed"].as_array().unwrap().iter().any(|v| v == "2009/04/camp/index.html"));
+    assert!(r["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v == "2009/04/camp/index.html"));
     assert!(!out.join("tags/climate").exists());
-    assert!(!std::fs::read_to_string(out.join("index.html")).unwrap().contains("Climate camp"));
+    assert!(!std::fs::read_to_string(out.join("index.html"))
+        .unwrap()
+        .contains("Climate camp"));
 }
 
 #[test]
 fn cli_reports_bad_documents_per_field() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(&d.join("bad.md"), "+++\nslug = \"../etc\"\npublished_at = \"soon\"\n+++\nx\n");
+    write(
+        &d.join("bad.md"),
+        "+++\nslug = \"../etc\"\npublished_at = \"soon\"\n+++\nx\n",
+    );
     let out = cli(d, &["publish", d.join("bad.md").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -69,29 +91,63 @@ fn a_broken_theme_is_named_by_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(&d.join("theme/article.html"), "{% extends \"base.html\" %}\n{% block content %}\n{{ doc.title | nosuchfilter }}\n{% endblock %}\n");
-    write(&d.join("doc.json"), r#"{"slug": "s", "title": "T", "published_at": "2009-01-01"}"#);
+    write(
+        &d.join("doc.json"),
+        r#"{"slug": "s", "title": "T", "published_at": "2009-01-01"}"#,
+    );
     let theme = d.join("theme");
-    let out = cli(d, &["publish", d.join("doc.json").to_str().unwrap(), "--theme", theme.to_str().unwrap()]);
+    let out = cli(
+        d,
+        &[
+            "publish",
+            d.join("doc.json").to_str().unwrap(),
+            "--theme",
+            theme.to_str().unwrap(),
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("article.html") && err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("article.html") && err.contains("line 3"),
+        "{err}"
+    );
 }
 
 #[test]
 fn render_all_matches_incremental_output_and_applies_a_new_theme() {
     let p = Producer::start(&[]);
     for i in 0..30 {
-        let tags: &[&str] = if i % 3 == 0 { &["three", "all"] } else { &["all"] };
-        assert_eq!(p.publish(&article(&format!("r{i}"), &format!("Render {i}"), tags, &format!("2012-01-{:02}", i + 1))).status, 200);
+        let tags: &[&str] = if i % 3 == 0 {
+            &["three", "all"]
+        } else {
+            &["all"]
+        };
+        assert_eq!(
+            p.publish(&article(
+                &format!("r{i}"),
+                &format!("Render {i}"),
+                tags,
+                &format!("2012-01-{:02}", i + 1)
+            ))
+            .status,
+            200
+        );
     }
     assert_eq!(p.unpublish("r4").status, 200);
     let dir = p.stop();
     let d = dir.path();
     let before = snapshot(&d.join("out"));
     let out = cli(d, &["render", "--all"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(said.contains(" 0 files written"), "a full rebuild of an up-to-date site wrote files: {said}");
+    assert!(
+        said.contains(" 0 files written"),
+        "a full rebuild of an up-to-date site wrote files: {said}"
+    );
     assert_eq!(snapshot(&d.join("out")), before);
 
     write(&d.join("theme/article.html"), "{% extends \"base.html\" %}{% block content %}<h1 class=\"new-theme\">{{ doc.title }}</h1>{% endblock %}");
@@ -112,7 +168,12 @@ fn cli_and_server_share_one_site() {
     std::thread::scope(|s| {
         s.spawn(|| {
             for i in 0..10 {
-                let r = p.publish(&article(&format!("srv{i}"), &format!("From the server {i}"), &["shared"], &format!("2013-01-01T00:0{i}:00Z")));
+                let r = p.publish(&article(
+                    &format!("srv{i}"),
+                    &format!("From the server {i}"),
+                    &["shared"],
+                    &format!("2013-01-01T00:0{i}:00Z"),
+                ));
                 assert_eq!(r.status, 200);
             }
         });
@@ -128,13 +189,18 @@ fn cli_and_server_share_one_site() {
 #[test]
 fn an_interrupted_render_is_finished_at_the_next_start() {
     let p = Producer::start(&[]);
-    assert_eq!(p.publish(&article("k", "Kept story", &["crash"], "2014-01-01")).status, 200);
+    assert_eq!(
+        p.publish(&article("k", "Kept story", &["crash"], "2014-01-01"))
+            .status,
+        200
+    );
     let dir = p.stop();
     let d = dir.path();
     // As if the process died after committing the change but before writing this page.
     std::fs::remove_file(d.join("out/tags/crash/index.html")).unwrap();
     let conn = rusqlite::Connection::open(d.join("state/producer.sqlite3")).unwrap();
-    conn.execute("INSERT INTO pending VALUES ('listidx:crash')", []).unwrap();
+    conn.execute("INSERT INTO pending VALUES ('listidx:crash')", [])
+        .unwrap();
     drop(conn);
     let p = Producer::start_in(dir, &[]);
     assert!(p.read("tags/crash/index.html").contains("Kept story"));
@@ -145,7 +211,10 @@ fn watch_publishes_a_saved_markdown_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let notes = d.join("notes");
-    write(&notes.join("first.md"), "+++\ntitle = \"Already there\"\npublished_at = 2015-01-01\n+++\nx\n");
+    write(
+        &notes.join("first.md"),
+        "+++\ntitle = \"Already there\"\npublished_at = 2015-01-01\n+++\nx\n",
+    );
     let mut child = Command::new(bin())
         .arg("watch")
         .arg(&notes)
@@ -166,12 +235,17 @@ fn watch_publishes_a_saved_markdown_file() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
     loop {
-        let line = rx.recv_timeout(TIMEOUT).expect("watch never said it was watching");
+        let line = rx
+            .recv_timeout(TIMEOUT)
+            .expect("watch never said it was watching");
         if line.starts_with("watching") {
             break;
         }
@@ -179,13 +253,21 @@ fn watch_publishes_a_saved_markdown_file() {
     let out = d.join("out");
     assert!(out.join("2015/01/first/index.html").exists());
     // An editor saving a new file: write it elsewhere, rename into place.
-    write(&d.join("tmp.md"), "---\ntitle: Saved in an editor\npublished_at: 2015-02-03\ntags: [notes]\n---\nHello.\n");
+    write(
+        &d.join("tmp.md"),
+        "---\ntitle: Saved in an editor\npublished_at: 2015-02-03\ntags: [notes]\n---\nHello.\n",
+    );
     std::fs::rename(d.join("tmp.md"), notes.join("second.md")).unwrap();
     let page = out.join("2015/02/second/index.html");
     eventually("the saved file is published", || page.exists());
     // Saving again with a new title re-renders the page.
-    write(&notes.join("second.md"), "---\ntitle: Corrected title\npublished_at: 2015-02-03\ntags: [notes]\n---\nHello.\n");
-    eventually("the edit is rendered", || std::fs::read_to_string(&page).is_ok_and(|t| t.contains("Corrected title")));
+    write(
+        &notes.join("second.md"),
+        "---\ntitle: Corrected title\npublished_at: 2015-02-03\ntags: [notes]\n---\nHello.\n",
+    );
+    eventually("the edit is rendered", || {
+        std::fs::read_to_string(&page).is_ok_and(|t| t.contains("Corrected title"))
+    });
     // Deleting the file unpublishes it.
     std::fs::remove_file(notes.join("second.md")).unwrap();
     eventually("the deleted file is unpublished", || {
