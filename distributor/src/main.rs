@@ -77,6 +77,9 @@ struct Serve {
     /// Seconds between pings; a mirror silent for three is dropped.
     #[arg(long, default_value_t = 5.0)]
     ping_secs: f64,
+    /// Seconds a new connection has to say hello before it is dropped.
+    #[arg(long, default_value_t = 10.0)]
+    hello_timeout_secs: f64,
     /// Changesets queued per mirror before it is switched to catch-up.
     #[arg(long, default_value_t = 1024)]
     live_queue: usize,
@@ -185,10 +188,12 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
 
 async fn serve(s: Serve) -> Result<()> {
     let index = Index::open(&s.state)?;
+    let stream = server::bind(s.listen, "mirrors").await?;
+    let admin = server::bind(s.admin, "the admin API").await?;
     let url = s
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("ws://{}", s.listen));
+        .unwrap_or_else(|| format!("ws://{}", stream.local_addr().unwrap_or(s.listen)));
     index.with(|c| {
         c.execute(
             "INSERT INTO meta(key, value) VALUES ('public_url', ?1)
@@ -198,8 +203,6 @@ async fn serve(s: Serve) -> Result<()> {
         Ok(())
     })?;
     drop(index);
-    let stream = server::bind(s.listen, "mirrors").await?;
-    let admin = server::bind(s.admin, "the admin API").await?;
     // Printed on stdout so scripts and tests can find ports chosen with :0.
     println!("stream listening on {}", stream.local_addr()?);
     println!("admin listening on {}", admin.local_addr()?);
@@ -215,7 +218,7 @@ async fn serve(s: Serve) -> Result<()> {
         session: SessionOptions {
             max_frame: s.max_frame,
             ping_interval: Duration::from_secs_f64(s.ping_secs),
-            hello_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs_f64(s.hello_timeout_secs),
         },
         live_queue: s.live_queue,
         max_connections: s.max_connections,

@@ -1,1 +1,552 @@
+//! Test harness: starts the real `tamizdat-distributor` and `tamizdat-mirror` binaries on
+//! loopback (port 0, the bound port read back from their output), each in its own temp
+//! directory with its logs, and kills every process it started when dropped.
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+/// How long any wait in a test may take before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory holding the workspace's binaries (next to this test executable), built on
+/// demand when a test is run alone.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target dir")
+        .to_path_buf();
+    let path = dir.join(name);
+    if !path.exists() {
+        static BUILD: std::sync::Once = std::sync::Once::new();
+        BUILD.call_once(|| {
+            let st = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-p",
+                    "tamizdat-distributor",
+                    "-p",
+                    "tamizdat-mirror",
+                    "--bins",
+                ])
+                .status()
+                .expect("cargo build");
+            assert!(st.success(), "building the binaries failed");
+        });
+    }
+    assert!(path.exists(), "no binary at {}", path.display());
+    path
+}
+
+/// A running child process: killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(err))
+            .env("RUST_LOG", "info")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+            lines: rx,
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns the rest.
+    pub fn line(&self, prefix: &str) -> String {
+        let end = Instant::now() + TIMEOUT;
+        while Instant::now() < end {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => {
+                    if let Some(rest) = l.strip_prefix(prefix) {
+                        return rest.trim().to_owned();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!(
+            "{} never printed '{prefix}'; log:\n{}",
+            self.name,
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a child we own.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (SIGKILL after the timeout).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on a child we own.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A distributor over `root`, its state in `dir/NAME-state`.
+pub struct Distributor {
+    pub proc: Proc,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub stream: SocketAddr,
+    pub admin: SocketAddr,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Distributor {
+    pub fn start(dir: &Path, root: &Path, extra: &[&str]) -> Distributor {
+        let state = dir.join("dist-state");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (proc, stream, admin) = Self::spawn(dir, root, &state, "127.0.0.1:0", &extra);
+        Distributor {
+            proc,
+            root: root.to_owned(),
+            state,
+            stream,
+            admin,
+            dir: dir.to_owned(),
+            extra,
+        }
+    }
+
+    fn spawn(
+        dir: &Path,
+        root: &Path,
+        state: &Path,
+        listen: &str,
+        extra: &[String],
+    ) -> (Proc, SocketAddr, SocketAddr) {
+        let proc = Proc::spawn(
+            "distributor",
+            dir,
+            Command::new(bin("tamizdat-distributor"))
+                .arg("serve")
+                .arg("--root")
+                .arg(root)
+                .arg("--state")
+                .arg(state)
+                .args(["--listen", listen, "--admin", "127.0.0.1:0"])
+                .args(extra),
+        );
+        let stream = proc.line("stream listening on").parse().expect("addr");
+        let admin = proc.line("admin listening on").parse().expect("addr");
+        (proc, stream, admin)
+    }
+
+    /// Stops (SIGTERM) and starts again on the same stream port.
+    pub fn restart(&mut self) {
+        self.proc.stop();
+        let (proc, stream, admin) = Self::spawn(
+            &self.dir,
+            &self.root,
+            &self.state,
+            &self.stream.to_string(),
+            &self.extra,
+        );
+        self.proc = proc;
+        self.stream = stream;
+        self.admin = admin;
+    }
+
+    pub fn add_mirror(&self, name: &str) -> String {
+        let out = self.cli(&["mirror", "add", name]);
+        assert!(out.status.success(), "mirror add failed: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Runs a subcommand of the distributor binary with `--state`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("tamizdat-distributor"))
+            .args(args)
+            .arg("--state")
+            .arg(&self.state)
+            .output()
+            .expect("run distributor cli")
+    }
+
+    pub fn lag(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("tamizdat-distributor"))
+            .arg("lag")
+            .arg("--admin")
+            .arg(format!("http://{}", self.admin))
+            .args(args)
+            .output()
+            .expect("run lag")
+    }
+
+    pub fn status(&self) -> Value {
+        let (code, _, body) = http_get(self.admin, "/v1/status");
+        assert_eq!(code, 200, "status: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).expect("status JSON")
+    }
+
+    pub fn mirror_status(&self, name: &str) -> Value {
+        self.status()["mirrors"]
+            .as_array()
+            .expect("mirrors")
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no mirror {name} in status"))
+    }
+
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, _, body) = http_get(self.admin, "/metrics");
+        let text = String::from_utf8(body).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("tamizdat_{name} ")))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A mirror, its root and state under `dir/NAME-*`.
+pub struct Mirror {
+    pub name: String,
+    pub proc: Proc,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub http: SocketAddr,
+    token: String,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Mirror {
+    pub fn start(dir: &Path, name: &str, token: &str, extra: &[&str]) -> Mirror {
+        let root = dir.join(format!("{name}-root"));
+        let state = dir.join(format!("{name}-state"));
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (proc, http) = Self::spawn(dir, name, token, &root, &state, "127.0.0.1:0", &extra);
+        Mirror {
+            name: name.to_owned(),
+            proc,
+            root,
+            state,
+            http,
+            token: token.to_owned(),
+            dir: dir.to_owned(),
+            extra,
+        }
+    }
+
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        token: &str,
+        root: &Path,
+        state: &Path,
+        listen: &str,
+        extra: &[String],
+    ) -> (Proc, SocketAddr) {
+        let proc = Proc::spawn(
+            name,
+            dir,
+            Command::new(bin("tamizdat-mirror"))
+                .arg("run")
+                .args(["--join", token, "--listen", listen])
+                .arg("--root")
+                .arg(root)
+                .arg("--state")
+                .arg(state)
+                .args(extra),
+        );
+        let http = proc.line("http listening on").parse().expect("addr");
+        (proc, http)
+    }
+
+    /// Starts the mirror again (after a kill), on the same HTTP port.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let (proc, http) = Self::spawn(
+            &self.dir,
+            &self.name,
+            &self.token,
+            &self.root,
+            &self.state,
+            &self.http.to_string(),
+            &self.extra,
+        );
+        self.proc = proc;
+        self.http = http;
+    }
+
+    /// GET a site path (URL-encoded here).
+    pub fn get(&self, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        http_get(self.http, &format!("/{}", encode_path(path)))
+    }
+
+    pub fn health(&self) -> Value {
+        let (_, _, body) = http_get(self.http, "/.well-known/tamizdat/health");
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    }
+}
+
+/// Percent-encodes a site path for a request target.
+pub fn encode_path(p: &str) -> String {
+    let mut out = String::new();
+    for b in p.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A plain HTTP/1.1 GET with `Connection: close`: status, headers, body.
+pub fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end from {addr}{target}"));
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (code, headers, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 4 + n..];
+    }
+}
+
+/// path → blake3 of every file under `root`, skipping the mirror's own top-level `.tamizdat*`.
+pub fn digest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.depth() == 1 && e.file_name().to_string_lossy().starts_with(".tamizdat"))
+        })
+        .filter_map(|e| e.ok())
+    {
+        if e.file_type().is_file() {
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            out.insert(rel, blake3::hash(&bytes).to_hex().to_string());
+        }
+    }
+    out
+}
+
+/// Waits until every mirror's tree equals `src`'s; panics with the difference otherwise.
+pub fn converge(src: &Path, mirrors: &[&Mirror], timeout: Duration) {
+    let end = Instant::now() + timeout;
+    loop {
+        let want = digest(src);
+        let mut bad = None;
+        for m in mirrors {
+            let got = digest(&m.root);
+            if got != want {
+                bad = Some((m, got));
+                break;
+            }
+        }
+        let Some((m, got)) = bad else { return };
+        if Instant::now() > end {
+            let missing: Vec<_> = want
+                .keys()
+                .filter(|k| got.get(*k) != want.get(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .take(5)
+                .collect();
+            panic!(
+                "{} did not converge: differing/missing {missing:?}, extra {extra:?}\nmirror log tail:\n{}",
+                m.name,
+                tail(&m.proc.log_text(), 3000)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> &str {
+    let mut i = s.len().saturating_sub(n);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+/// Polls `f` until it returns true; panics with `what` after [`TIMEOUT`].
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + TIMEOUT;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Writes a file the way a CMS publishes: temp file in the same directory, then rename.
+pub fn write_atomic(path: &Path, data: &[u8]) {
+    let dir = path.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(
+        ".tmp-{}{}",
+        path.file_name().unwrap().to_string_lossy(),
+        rand::random::<u32>()
+    ));
+    std::fs::write(&tmp, data).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A page of HTML-like text, `n` bytes, different for each `seed`.
+pub fn page(seed: u64, n: usize) -> Vec<u8> {
+    let words = [
+        "mirror",
+        "press",
+        "freedom",
+        "report",
+        "volunteer",
+        "newsroom",
+        "protest",
+        "archive",
+    ];
+    let mut out = format!("<!doctype html><title>{seed}</title><p>").into_bytes();
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    while out.len() < n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.extend_from_slice(words[(x >> 60) as usize % words.len()].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(n);
+    out
+}

@@ -1,0 +1,95 @@
+//! A mirror that was away catches up with only what changed, and a distributor restart is
+//! survived without re-hashing anything.
+
+use std::fs;
+use std::time::Duration;
+use tamizdat_tests::*;
+
+#[test]
+fn killed_mirror_catches_up_with_only_the_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    for i in 0..600u64 {
+        write_atomic(
+            &src.join(format!("{}/story-{i}.html", i % 20)),
+            &page(i, 8_000),
+        );
+    }
+    let d = Distributor::start(tmp.path(), &src, &[]);
+    let (t1, t2) = (d.add_mirror("m1"), d.add_mirror("m2"));
+    let m1 = Mirror::start(tmp.path(), "m1", &t1, &[]);
+    let mut m2 = Mirror::start(tmp.path(), "m2", &t2, &[]);
+    converge(&src, &[&m1, &m2], Duration::from_secs(60));
+
+    m2.proc.kill();
+    // 500 changes: 300 edits, 100 deletes, 99 new files, and a directory renamed.
+    let mut changed_bytes = 0u64;
+    for i in 0..300u64 {
+        let body = page(10_000 + i, 3_000);
+        changed_bytes += body.len() as u64;
+        write_atomic(&src.join(format!("{}/story-{i}.html", i % 20)), &body);
+    }
+    for i in 300..400u64 {
+        fs::remove_file(src.join(format!("{}/story-{i}.html", i % 20))).unwrap();
+    }
+    for i in 0..99u64 {
+        let body = page(20_000 + i, 3_000);
+        changed_bytes += body.len() as u64;
+        write_atomic(&src.join(format!("new/{i}.html")), &body);
+    }
+    fs::rename(src.join("19"), src.join("nineteen")).unwrap();
+    converge(&src, &[&m1], Duration::from_secs(60));
+
+    m2.restart();
+    converge(&src, &[&m1, &m2], Duration::from_secs(60));
+    // Only the new bytes travelled (compressed, so fewer): not the 600-file tree, and not the
+    // renamed directory's files, which the mirror already held.
+    let sent = d.mirror_status("m2")["blob_bytes_sent"].as_u64().unwrap();
+    assert!(sent > 0, "nothing sent?");
+    assert!(
+        sent <= changed_bytes + 64 * 1024,
+        "catch-up sent {sent} bytes of content for {changed_bytes} bytes of changes"
+    );
+    let log = m2.proc.log_text();
+    assert!(
+        log.contains("CatchUp"),
+        "the restarted mirror did not catch up: {}",
+        tail(&log, 2000)
+    );
+}
+
+#[test]
+fn distributor_restart_rehashes_nothing_and_mirrors_come_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    for i in 0..300u64 {
+        write_atomic(&src.join(format!("s/{i}.html")), &page(i, 5_000));
+    }
+    let mut d = Distributor::start(tmp.path(), &src, &[]);
+    let t = d.add_mirror("m1");
+    let m1 = Mirror::start(tmp.path(), "m1", &t, &[]);
+    converge(&src, &[&m1], Duration::from_secs(60));
+    assert!(d.metric("hashed_bytes_total") >= 300 * 5_000);
+
+    d.restart();
+    assert_eq!(
+        d.metric("hashed_bytes_total"),
+        0,
+        "the restart re-hashed unchanged files"
+    );
+    wait_for("the mirror to reconnect", || {
+        d.mirror_status("m1")["connected"] == true
+    });
+    write_atomic(&src.join("after-restart.html"), b"after the restart");
+    converge(&src, &[&m1], Duration::from_secs(30));
+    // A change made while the distributor was down is picked up at start-up, and only it is
+    // hashed.
+    d.proc.stop();
+    write_atomic(
+        &src.join("while-down.html"),
+        b"made while the distributor was down",
+    );
+    d.restart();
+    assert_eq!(d.metric("hashed_bytes_total"), 35);
+    converge(&src, &[&m1], Duration::from_secs(30));
+}

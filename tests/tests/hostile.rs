@@ -1,0 +1,495 @@
+//! Bad input gets a clear error and changes nothing: a hostile fake distributor against the
+//! real mirror, and a hostile fake mirror against the real distributor.
+
+use futures_util::{SinkExt, StreamExt};
+use std::fs;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tamizdat_protocol::*;
+use tamizdat_tests::*;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message as Ws;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Server = WebSocketStream<TcpStream>;
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const SITE: SiteId = SiteId([9; 16]);
+
+fn frame(m: &Message) -> Ws {
+    Ws::Binary(encode(m).into())
+}
+
+/// Replaces the first occurrence of `good` in an encoded frame by `bad` (same length).
+fn patched(m: &Message, good: &str, bad: &str) -> Ws {
+    assert_eq!(good.len(), bad.len());
+    let mut f = encode(m);
+    let at = f
+        .windows(good.len())
+        .position(|w| w == good.as_bytes())
+        .expect("placeholder in frame");
+    f[at..at + bad.len()].copy_from_slice(bad.as_bytes());
+    Ws::Binary(f.into())
+}
+
+fn put(path: &str, bytes: &[u8]) -> Op {
+    Op::Put {
+        path: SitePath::new(path).unwrap(),
+        hash: ContentHash::of(bytes),
+        size: bytes.len() as u64,
+        mode: 0o644,
+        mtime: 1_700_000_000,
+    }
+}
+
+fn changeset(seq: u64, base: u64, kind: Mode, ops: Vec<Op>) -> Message {
+    Message::Changeset(Changeset {
+        seq,
+        base_seq: base,
+        produced_at_ms: 0,
+        kind,
+        ops,
+        last: true,
+    })
+}
+
+/// Accepts the mirror's next connection and reads its Hello.
+async fn accept(l: &TcpListener) -> (Server, Hello) {
+    let (tcp, _) = tokio::time::timeout(TIMEOUT, l.accept())
+        .await
+        .expect("mirror reconnects")
+        .unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    let Some(Ok(Ws::Binary(b))) = ws.next().await else {
+        panic!("no hello")
+    };
+    let Message::Hello(h) = decode(&b, MAX_FRAME_SIZE).unwrap() else {
+        panic!("not hello")
+    };
+    (ws, h)
+}
+
+/// Reads frames until an `Error` (returned) or the end of the connection (`None`), answering
+/// `Need`s with nothing.
+async fn error_from<S>(ws: &mut WebSocketStream<S>) -> Option<(ErrorCode, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("an answer")
+        {
+            Some(Ok(Ws::Binary(b))) => {
+                if let Ok(Message::Error { code, message }) = decode(&b, MAX_FRAME_SIZE) {
+                    return Some((code, message));
+                }
+            }
+            Some(Ok(Ws::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+async fn next_msg(ws: &mut Server) -> Message {
+    loop {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("a frame")
+        {
+            Some(Ok(Ws::Binary(b))) => return decode(&b, MAX_FRAME_SIZE).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+fn welcome(head: u64, mode: Mode) -> Ws {
+    frame(&Message::Welcome(Welcome {
+        site: SITE,
+        head_seq: head,
+        mode,
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = JoinToken {
+        url: format!("ws://{}", l.local_addr().unwrap()),
+        name: "m1".into(),
+        secret: "s".into(),
+        site: SITE,
+    }
+    .encode();
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let m = tokio::task::block_in_place(|| {
+        Mirror::start(
+            tmp.path(),
+            "m1",
+            &token,
+            &["--max-frame", "65536", "--max-backoff", "0.2"],
+        )
+    });
+
+    // A good start: the mirror takes one real page.
+    let good = b"<h1>the real front page</h1>".to_vec();
+    let (mut ws, hello) = accept(&l).await;
+    assert_eq!((hello.mirror.as_str(), hello.last_seq), ("m1", 0));
+    ws.send(welcome(1, Mode::Full)).await.unwrap();
+    ws.send(frame(&changeset(
+        1,
+        0,
+        Mode::Full,
+        vec![put("index.html", &good)],
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
+    ws.send(frame(&Message::Blob(Blob {
+        hash: ContentHash::of(&good),
+        encoding: Encoding::Raw,
+        data: good.clone(),
+    })))
+    .await
+    .unwrap();
+    assert_eq!(next_msg(&mut ws).await, Message::Ack { seq: 1 });
+    drop(ws);
+    let before = digest(&m.root);
+    std::os::unix::fs::symlink(&outside, m.root.join("link")).unwrap();
+
+    let evil = b"<h1>injected</h1>".to_vec();
+    let placeholder = |n: usize| "g".repeat(n);
+    // Each case: what the fake distributor sends after Welcome, and the error code expected
+    // back (None: the mirror just drops the connection).
+    let cases: Vec<(&str, Vec<Ws>, Option<ErrorCode>)> = vec![
+        (
+            "garbage bytes",
+            vec![Ws::Binary(b"GET / HTTP/1.1\r\n\r\n".to_vec().into())],
+            Some(ErrorCode::Malformed),
+        ),
+        (
+            "text frame",
+            vec![Ws::Text("hello".into())],
+            Some(ErrorCode::Malformed),
+        ),
+        (
+            "unknown version",
+            {
+                let mut f = encode(&Message::Ping {
+                    nonce: 1,
+                    head_seq: 1,
+                });
+                f[4] = 77;
+                vec![Ws::Binary(f.into())]
+            },
+            Some(ErrorCode::Version),
+        ),
+        (
+            "frame over the size limit",
+            vec![Ws::Binary(vec![0u8; 100_000].into())],
+            None,
+        ),
+        (
+            "path with ..",
+            vec![patched(
+                &changeset(
+                    2,
+                    1,
+                    Mode::Live,
+                    vec![Op::Delete {
+                        path: SitePath::new(placeholder(13)).unwrap(),
+                    }],
+                ),
+                &placeholder(13),
+                "../index.html",
+            )],
+            Some(ErrorCode::Malformed),
+        ),
+        (
+            "absolute path",
+            vec![patched(
+                &changeset(
+                    2,
+                    1,
+                    Mode::Live,
+                    vec![Op::Delete {
+                        path: SitePath::new(placeholder(11)).unwrap(),
+                    }],
+                ),
+                &placeholder(11),
+                "/etc/passwd",
+            )],
+            Some(ErrorCode::Malformed),
+        ),
+        (
+            "NUL in path",
+            vec![patched(
+                &changeset(
+                    2,
+                    1,
+                    Mode::Live,
+                    vec![Op::Delete {
+                        path: SitePath::new(placeholder(3)).unwrap(),
+                    }],
+                ),
+                &placeholder(3),
+                "a\0b",
+            )],
+            Some(ErrorCode::Malformed),
+        ),
+        (
+            "backslash path",
+            vec![patched(
+                &changeset(
+                    2,
+                    1,
+                    Mode::Live,
+                    vec![Op::Delete {
+                        path: SitePath::new(placeholder(13)).unwrap(),
+                    }],
+                ),
+                &placeholder(13),
+                "..\\index.html",
+            )],
+            Some(ErrorCode::Malformed),
+        ),
+        (
+            "sequence going backwards",
+            vec![frame(&changeset(1, 0, Mode::Live, vec![]))],
+            Some(ErrorCode::Protocol),
+        ),
+        (
+            "changeset with a gap",
+            vec![frame(&changeset(9, 7, Mode::Live, vec![]))],
+            Some(ErrorCode::Protocol),
+        ),
+        (
+            "blob never asked for",
+            vec![frame(&Message::Blob(Blob {
+                hash: ContentHash::of(&evil),
+                encoding: Encoding::Raw,
+                data: evil.clone(),
+            }))],
+            Some(ErrorCode::Protocol),
+        ),
+        (
+            "a second welcome",
+            vec![welcome(1, Mode::Live)],
+            Some(ErrorCode::Protocol),
+        ),
+    ];
+    for (what, frames, want) in cases {
+        let (mut ws, hello) = accept(&l).await;
+        assert_eq!(hello.last_seq, 1, "{what}: the mirror lost its place");
+        ws.send(welcome(1, Mode::Live)).await.unwrap();
+        for f in frames {
+            let _ = ws.send(f).await;
+        }
+        let got = error_from(&mut ws).await;
+        assert_eq!(got.as_ref().map(|g| g.0), want, "{what}: {got:?}");
+    }
+
+    // A blob whose bytes do not match the hash it was asked for.
+    let (mut ws, _) = accept(&l).await;
+    ws.send(welcome(2, Mode::Live)).await.unwrap();
+    ws.send(frame(&changeset(
+        2,
+        1,
+        Mode::Live,
+        vec![put("index.html", &evil)],
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
+    ws.send(frame(&Message::Blob(Blob {
+        hash: ContentHash::of(&evil),
+        encoding: Encoding::Raw,
+        data: b"<h1>other bytes</h1>".to_vec(),
+    })))
+    .await
+    .unwrap();
+    assert_eq!(
+        error_from(&mut ws).await.map(|e| e.0),
+        Some(ErrorCode::HashMismatch)
+    );
+
+    // A zstd bomb: far more bytes than announced.
+    let (mut ws, _) = accept(&l).await;
+    ws.send(welcome(2, Mode::Live)).await.unwrap();
+    ws.send(frame(&changeset(
+        2,
+        1,
+        Mode::Live,
+        vec![put("index.html", &evil)],
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
+    let bomb = zstd_bomb();
+    ws.send(frame(&Message::Blob(Blob {
+        hash: ContentHash::of(&evil),
+        encoding: Encoding::Zstd,
+        data: bomb,
+    })))
+    .await
+    .unwrap();
+    assert_eq!(
+        error_from(&mut ws).await.map(|e| e.0),
+        Some(ErrorCode::HashMismatch)
+    );
+
+    // A path through a symlink the mirror's root happens to hold.
+    let (mut ws, _) = accept(&l).await;
+    ws.send(welcome(2, Mode::Live)).await.unwrap();
+    ws.send(frame(&changeset(
+        2,
+        1,
+        Mode::Live,
+        vec![put("link/owned.html", &evil)],
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
+    ws.send(frame(&Message::Blob(Blob {
+        hash: ContentHash::of(&evil),
+        encoding: Encoding::Raw,
+        data: evil.clone(),
+    })))
+    .await
+    .unwrap();
+    let e = error_from(&mut ws).await.expect("an error");
+    assert!(e.1.contains("symlink"), "{e:?}");
+
+    // Nothing was written outside the root, the served page is intact, the mirror still runs.
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote outside the root"
+    );
+    fs::remove_file(m.root.join("link")).unwrap();
+    assert_eq!(digest(&m.root), before);
+    let (code, _, body) = tokio::task::block_in_place(|| m.get("index.html"));
+    assert_eq!((code, body), (200, good));
+    let log = m.proc.log_text();
+    assert!(
+        log.contains("sequence went backwards"),
+        "{}",
+        tail(&log, 3000)
+    );
+    assert!(!log.contains("panicked"), "{}", tail(&log, 3000));
+}
+
+/// 8 MiB of zeros, which zstd packs into a few hundred bytes.
+fn zstd_bomb() -> Vec<u8> {
+    zstd::bulk::compress(&vec![0u8; 8 << 20], 3).unwrap()
+}
+
+async fn connect(addr: SocketAddr) -> Client {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+        .await
+        .unwrap();
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributor_refuses_hostile_mirrors_and_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    write_atomic(&src.join("index.html"), b"front page");
+    let d = tokio::task::block_in_place(|| {
+        Distributor::start(
+            tmp.path(),
+            &src,
+            &["--max-frame", "65536", "--hello-timeout-secs", "1"],
+        )
+    });
+    let token = JoinToken::decode(&tokio::task::block_in_place(|| d.add_mirror("m1"))).unwrap();
+    let hello = |secret: &str, name: &str| {
+        frame(&Message::Hello(Hello {
+            site: None,
+            mirror: name.into(),
+            secret: secret.into(),
+            last_seq: 0,
+        }))
+    };
+    let cases: Vec<(&str, Vec<Ws>, Option<ErrorCode>)> = vec![
+        (
+            "garbage bytes",
+            vec![Ws::Binary(b"\x00\x01garbage".to_vec().into())],
+            Some(ErrorCode::Malformed),
+        ),
+        (
+            "text frame",
+            vec![Ws::Text("hi".into())],
+            Some(ErrorCode::Malformed),
+        ),
+        (
+            "unknown version",
+            {
+                let Ws::Binary(b) = hello(&token.secret, "m1") else {
+                    unreachable!()
+                };
+                let mut f = b.to_vec();
+                f[4] = 200;
+                vec![Ws::Binary(f.into())]
+            },
+            Some(ErrorCode::Version),
+        ),
+        (
+            "wrong secret",
+            vec![hello("not-the-secret", "m1")],
+            Some(ErrorCode::Unauthorized),
+        ),
+        (
+            "unknown mirror",
+            vec![hello(&token.secret, "m9")],
+            Some(ErrorCode::Unauthorized),
+        ),
+        (
+            "not a hello first",
+            vec![frame(&Message::Ack { seq: 1 })],
+            Some(ErrorCode::Protocol),
+        ),
+        (
+            "frame over the size limit",
+            vec![Ws::Binary(vec![1u8; 100_000].into())],
+            None,
+        ),
+        ("silence", vec![], Some(ErrorCode::Protocol)),
+        (
+            "ack of what was never sent",
+            vec![
+                hello(&token.secret, "m1"),
+                frame(&Message::Ack { seq: 999 }),
+            ],
+            Some(ErrorCode::Protocol),
+        ),
+        (
+            "a blob from a mirror",
+            vec![
+                hello(&token.secret, "m1"),
+                frame(&Message::Gone {
+                    hash: ContentHash::of(b"x"),
+                }),
+            ],
+            Some(ErrorCode::Protocol),
+        ),
+    ];
+    for (what, frames, want) in cases {
+        let mut ws = connect(d.stream).await;
+        for f in frames {
+            let _ = ws.send(f).await;
+        }
+        let got = error_from(&mut ws).await;
+        assert_eq!(got.as_ref().map(|g| g.0), want, "{what}: {got:?}");
+    }
+    // The real mirror still gets the site.
+    let t = tokio::task::block_in_place(|| d.add_mirror("m2"));
+    let m = tokio::task::block_in_place(|| Mirror::start(tmp.path(), "m2", &t, &[]));
+    tokio::task::block_in_place(|| converge(&src, &[&m], Duration::from_secs(30)));
+    let refused = tokio::task::block_in_place(|| d.metric("connections_refused_total"));
+    assert!(refused >= 6, "refused {refused}");
+    assert!(!d.proc.log_text().contains("panicked"));
+}
