@@ -40,6 +40,8 @@ pub struct Hub {
     pub cache: BlobCache,
     pub metrics: Metrics,
     sessions: Mutex<HashMap<String, Live>>,
+    /// The last error each mirror reported (disk full, ...), until it acknowledges again.
+    errors: Mutex<HashMap<String, String>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -51,6 +53,7 @@ impl Hub {
             cache: BlobCache::new(cache_bytes),
             metrics: Metrics::default(),
             sessions: Mutex::new(HashMap::new()),
+            errors: Mutex::new(HashMap::new()),
             next_id: 1.into(),
         })
     }
@@ -131,6 +134,22 @@ impl Hub {
             }
             None => false,
         }
+    }
+
+    pub fn set_error(&self, name: &str, error: Option<String>) {
+        let mut e = self.errors.lock().unwrap();
+        match error {
+            Some(msg) => {
+                e.insert(name.to_owned(), msg);
+            }
+            None => {
+                e.remove(name);
+            }
+        }
+    }
+
+    pub fn error(&self, name: &str) -> Option<String> {
+        self.errors.lock().unwrap().get(name).cloned()
     }
 
     pub fn sessions(&self) -> HashMap<String, Live> {

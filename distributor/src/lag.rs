@@ -74,6 +74,9 @@ pub fn table(s: &Status) -> String {
             m.lag_seconds,
             seen
         ));
+        if let Some(e) = &m.last_error {
+            out.push_str(&format!("  {}: {e}\n", m.name));
+        }
     }
     out
 }

@@ -163,7 +163,11 @@ async fn next_frame(stream: &mut Stream, ctx: &Ctx) -> Result<Option<Message>, C
         };
         let msg = msg.map_err(|e| {
             add(&ctx.hub.metrics.frames_refused_total, 1);
-            Close(ErrorCode::Malformed, format!("websocket error: {e}"))
+            let code = match e {
+                tokio_tungstenite::tungstenite::Error::Capacity(_) => ErrorCode::TooLarge,
+                _ => ErrorCode::Malformed,
+            };
+            Close(code, format!("websocket error: {e}"))
         })?;
         match msg {
             Ws::Binary(b) => {
@@ -298,10 +302,13 @@ impl Session {
                             }
                             self.acked = seq;
                             self.ctx.hub.update(&self.name, self.id, |l| l.acked = seq);
+                            self.ctx.hub.set_error(&self.name, None);
                         }
                         Message::Pong { .. } => {}
                         Message::Error { code, message } => {
                             warn!(mirror = %self.name, ?code, %message, "mirror reported an error");
+                            let message: String = message.chars().take(500).collect();
+                            self.ctx.hub.set_error(&self.name, Some(message));
                             return Ok(());
                         }
                         other => {

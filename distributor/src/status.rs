@@ -31,6 +31,8 @@ pub struct MirrorStatus {
     /// Of those, bytes of file content (blobs and chunks).
     pub blob_bytes_sent: u64,
     pub last_seen_ms: u64,
+    /// The last error the mirror reported (disk full, ...), until it acknowledges again.
+    pub last_error: Option<String>,
 }
 
 pub fn collect(hub: &Hub, index: &Index) -> Result<Status> {
@@ -63,6 +65,7 @@ pub fn collect(hub: &Hub, index: &Index) -> Result<Status> {
             bytes_sent: m.bytes_sent + session.map_or(0, |s| s.bytes_sent),
             blob_bytes_sent: session.map_or(0, |s| s.blob_bytes_sent),
             last_seen_ms: session.map_or(m.last_seen_ms, |s| s.last_seen_ms),
+            last_error: hub.error(&m.name),
             name: m.name,
         });
     }

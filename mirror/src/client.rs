@@ -108,7 +108,14 @@ async fn session(
             f = tokio::time::timeout(opts.silence, stream.next()) => {
                 let Ok(f) = f else { anyhow::bail!("upstream silent for {:?}", opts.silence) };
                 let Some(f) = f else { return Ok(()) };
-                let bytes = match f? {
+                let f = match f {
+                    Ok(f) => f,
+                    Err(tokio_tungstenite::tungstenite::Error::Capacity(e)) => {
+                        return refuse(&mut sink, ErrorCode::TooLarge, &format!("frame refused: {e}")).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let bytes = match f {
                     Ws::Binary(b) => b,
                     Ws::Close(_) => return Ok(()),
                     Ws::Text(_) => return refuse(&mut sink, ErrorCode::Malformed, "text frames are not spoken here").await,

@@ -299,7 +299,12 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn start(dir: &Path, name: &str, token: &str, extra: &[&str]) -> Mirror {
-        let root = dir.join(format!("{name}-root"));
+        Self::start_at(dir, name, token, &dir.join(format!("{name}-root")), extra)
+    }
+
+    /// Like [`Mirror::start`], with the served tree at `root`.
+    pub fn start_at(dir: &Path, name: &str, token: &str, root: &Path, extra: &[&str]) -> Mirror {
+        let root = root.to_path_buf();
         let state = dir.join(format!("{name}-state"));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (proc, http) = Self::spawn(dir, name, token, &root, &state, "127.0.0.1:0", &extra);

@@ -163,7 +163,7 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
     let evil = b"<h1>injected</h1>".to_vec();
     let placeholder = |n: usize| "g".repeat(n);
     // Each case: what the fake distributor sends after Welcome, and the error code expected
-    // back (None: the mirror just drops the connection).
+    // back before the mirror closes.
     let cases: Vec<(&str, Vec<Ws>, Option<ErrorCode>)> = vec![
         (
             "garbage bytes",
@@ -190,7 +190,7 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
         (
             "frame over the size limit",
             vec![Ws::Binary(vec![0u8; 100_000].into())],
-            None,
+            Some(ErrorCode::TooLarge),
         ),
         (
             "path with ..",
@@ -455,7 +455,7 @@ async fn distributor_refuses_hostile_mirrors_and_keeps_serving() {
         (
             "frame over the size limit",
             vec![Ws::Binary(vec![1u8; 100_000].into())],
-            None,
+            Some(ErrorCode::TooLarge),
         ),
         ("silence", vec![], Some(ErrorCode::Protocol)),
         (
