@@ -71,8 +71,8 @@ pub use body::Body;
 pub use health::{Health, HealthReport, HEALTH_PATH};
 pub use ipnet::IpNet;
 pub use options::{
-    AccessLogTarget, CacheControlRules, RuleError, ServeOptions, DEFAULT_CACHE_CONTROL,
-    DEFAULT_CACHE_RULES,
+    parse_ip_net, AccessLogTarget, CacheControlRules, RuleError, ServeOptions,
+    DEFAULT_CACHE_CONTROL, DEFAULT_CACHE_RULES,
 };
 pub use server::{run, spawn_threads, Threads};
 pub use site::{InvalidHash, PublishGuard, Site};

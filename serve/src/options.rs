@@ -57,6 +57,15 @@ impl Default for ServeOptions {
     }
 }
 
+/// Parses a trusted proxy as a network (`10.0.0.0/8`, `2001:db8::/32`) or a single address
+/// (`10.0.0.1` → `/32`, `::1` → `/128`), e.g. as a clap `value_parser`.
+pub fn parse_ip_net(s: &str) -> Result<IpNet, ipnet::AddrParseError> {
+    match s.trim().parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(IpNet::from(ip)),
+        Err(_) => s.trim().parse(),
+    }
+}
+
 /// Where access log lines go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum AccessLogTarget {
@@ -176,6 +185,23 @@ impl Default for CacheControlRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxies_as_networks_or_addresses() {
+        assert_eq!(
+            parse_ip_net("10.0.0.1").unwrap(),
+            "10.0.0.1/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_ip_net("::1").unwrap(),
+            "::1/128".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(
+            parse_ip_net("10.0.0.0/8").unwrap(),
+            "10.0.0.0/8".parse::<IpNet>().unwrap()
+        );
+        assert!(parse_ip_net("nope").is_err());
+    }
 
     #[test]
     fn defaults_and_overrides() {
