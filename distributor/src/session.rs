@@ -98,12 +98,19 @@ pub async fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<Ctx>) {
         acked: hello.last_seq,
     };
     let result = s.run(hello, stream, live.kick).await;
-    let bytes = ctx.hub.leave(&name, live.id).map_or(0, |l| l.bytes_sent);
+    // Record progress before leaving the hub, so the status never shows an older ack.
+    let bytes = ctx
+        .hub
+        .sessions()
+        .get(&name)
+        .filter(|l| l.id == live.id)
+        .map_or(0, |l| l.bytes_sent);
     let (index, n, acked) = (ctx.index.clone(), name.clone(), s.acked);
     let _ = tokio::task::spawn_blocking(move || {
         index.with(|c| mirrors::record(c, &n, acked, now_ms(), bytes))
     })
     .await;
+    ctx.hub.leave(&name, live.id);
     match result {
         Ok(()) => info!(mirror = %name, "mirror disconnected"),
         Err(Close(code, message)) => {

@@ -21,11 +21,11 @@ pub mod store;
 
 use anyhow::{Context, Result};
 use std::future::Future;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tamizdat_protocol::JoinToken;
 use tamizdat_serve::{ServeOptions, Site};
-use tokio::net::TcpListener;
 
 pub struct MirrorOptions {
     pub token: JoinToken,
@@ -34,6 +34,8 @@ pub struct MirrorOptions {
     pub root: PathBuf,
     pub state: PathBuf,
     pub serve: ServeOptions,
+    /// HTTP server threads, each with its own single-threaded runtime.
+    pub http_threads: usize,
     pub client: client::ClientOptions,
 }
 
@@ -43,6 +45,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let http_threads = opts.http_threads;
     std::fs::create_dir_all(&opts.root)
         .with_context(|| format!("Failed to create the root {}", opts.root.display()))?;
     let root = std::fs::canonicalize(&opts.root)?;
@@ -75,8 +78,15 @@ pub async fn run(
         in_tx,
         out_rx,
     ));
-    tamizdat_serve::run(listener, site, status, shutdown)
-        .await
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let threads = tamizdat_serve::spawn_threads(listener, site, status, http_threads, stop_rx)
+        .context("Failed to start the HTTP server")?;
+    tokio::task::spawn_blocking(move || threads.join())
+        .await?
         .context("HTTP server failed")?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tamizdat_mirror::{client::ClientOptions, MirrorOptions};
 use tamizdat_protocol::JoinToken;
-use tamizdat_serve::{AccessLogTarget, IpNet, ServeOptions};
+use tamizdat_serve::{AccessLogTarget, CacheControlRules, IpNet, ServeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -53,12 +53,29 @@ struct Run {
     #[arg(
         long = "trusted-proxy",
         env = "TAMIZDAT_TRUSTED_PROXY",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = tamizdat_serve::parse_ip_net
     )]
     trusted_proxy: Vec<IpNet>,
+    /// Cache-Control by glob on the site path, GLOB=VALUE, tried before the defaults;
+    /// repeatable (e.g. 'media/*=public, max-age=86400').
+    #[arg(long = "cache-control")]
+    cache_control: Vec<String>,
     /// Most HTTP connections served at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// HTTP server threads (default: one per core).
+    #[arg(long, env = "TAMIZDAT_HTTP_THREADS")]
+    http_threads: Option<usize>,
+    /// Seconds a client has to send a request's headers (slow clients are dropped).
+    #[arg(long, default_value_t = 10.0)]
+    header_read_timeout: f64,
+    /// Seconds after which a connection where nothing moved is closed.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Memory for small hot files, in MiB (0 turns the cache off).
+    #[arg(long, default_value_t = 32)]
+    hot_cache_mb: usize,
     /// Largest frame accepted from upstream, in bytes.
     #[arg(long, default_value_t = tamizdat_protocol::MAX_FRAME_SIZE)]
     max_frame: usize,
@@ -110,15 +127,26 @@ async fn run(r: Run) -> Result<()> {
         Some("-") => AccessLogTarget::Stdout,
         Some(p) => AccessLogTarget::File(p.into()),
     };
+    let rules = r
+        .cache_control
+        .iter()
+        .map(|rule| {
+            rule.split_once('=')
+                .with_context(|| format!("--cache-control wants GLOB=VALUE, got {rule:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let serve = ServeOptions {
         lag_threshold: Duration::from_secs_f64(r.max_lag),
+        cache_control: CacheControlRules::new(rules)?,
         access_log,
         trusted_proxies: r.trusted_proxy,
         max_connections: r.max_connections,
+        header_read_timeout: Duration::from_secs_f64(r.header_read_timeout),
+        idle_timeout: Duration::from_secs_f64(r.idle_timeout),
+        hot_cache_bytes: r.hot_cache_mb << 20,
         ..ServeOptions::default()
     };
-    let listener = tokio::net::TcpListener::bind(r.listen)
-        .await
+    let listener = std::net::TcpListener::bind(r.listen)
         .with_context(|| format!("Failed to listen on {}", r.listen))?;
     println!("http listening on {}", listener.local_addr()?);
     let opts = MirrorOptions {
@@ -127,6 +155,9 @@ async fn run(r: Run) -> Result<()> {
         root: r.root,
         state: r.state,
         serve,
+        http_threads: r
+            .http_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         client: ClientOptions {
             max_frame: r.max_frame,
             backoff_max: Duration::from_secs_f64(r.max_backoff),

@@ -110,6 +110,10 @@ fn a_full_disk_keeps_the_old_version_does_not_ack_and_recovers() {
     let t = d.add_mirror("m1");
     let m = Mirror::start_at(tmp.path(), "m1", &t, &root, &["--max-backoff", "0.3"]);
     converge(&src, &[&m], Duration::from_secs(30));
+    let head = d.status()["head_seq"].clone();
+    wait_for("the mirror to ack the head", || {
+        d.mirror_status("m1")["acked_seq"] == head
+    });
 
     // Fill the disk to the last byte (in a name the mirror never serves).
     let filler = root.join(".tamizdat-filler");
@@ -131,7 +135,8 @@ fn a_full_disk_keeps_the_old_version_does_not_ack_and_recovers() {
     assert_eq!(
         d.mirror_status("m1")["acked_seq"],
         acked,
-        "acked a changeset it could not apply"
+        "acked a changeset it could not apply; mirror log:\n{}",
+        tail(&m.proc.log_text(), 4000)
     );
     wait_for("the distributor to show the mirror's error", || {
         d.mirror_status("m1")["last_error"]
