@@ -27,6 +27,8 @@ pub struct Batch {
     pub moves: Vec<(PathBuf, PathBuf)>,
     /// Events were lost: compare the whole tree with the index.
     pub rescan: bool,
+    /// ... because the kernel's event queue overflowed.
+    pub overflowed: bool,
 }
 
 impl Batch {
@@ -108,6 +110,9 @@ impl Journal {
             small: Vec::new(),
             hub,
         };
+        if batch.overflowed {
+            add(&hub.metrics.overflows_total, 1);
+        }
         if batch.rescan {
             add(&hub.metrics.reconciles_total, 1);
             plan.walk(&self.root.clone(), None)?;

@@ -104,6 +104,17 @@ impl Builder {
     fn add(&mut self, ev: notify::Result<Event>, rewalk: &mut Vec<(Instant, PathBuf)>) {
         let ev = match ev {
             Ok(ev) => ev,
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+                    .unwrap_or_default();
+                error!(
+                    limit = limit.trim(),
+                    "the tree has more directories than inotify may watch: changes in the \
+                     unwatched ones are missed; raise fs.inotify.max_user_watches (sysctl) and \
+                     restart"
+                );
+                return;
+            }
             Err(e) => {
                 error!(cause = %e, "watch error; reconciling the tree");
                 self.batch.rescan = true;
@@ -113,6 +124,7 @@ impl Builder {
         if ev.need_rescan() {
             warn!("inotify queue overflowed: events were lost; reconciling the tree against the index");
             self.batch.rescan = true;
+            self.batch.overflowed = true;
             return;
         }
         let mut paths = ev.paths.into_iter();

@@ -20,7 +20,7 @@ pub struct ClientOptions {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// No frame from upstream for this long: the connection is dead (upstream pings every
-    /// few seconds).
+    /// 5 s by default, so this is three missed pings).
     pub silence: Duration,
 }
 
@@ -30,7 +30,7 @@ impl Default for ClientOptions {
             max_frame: tamizdat_protocol::MAX_FRAME_SIZE,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
-            silence: Duration::from_secs(30),
+            silence: Duration::from_secs(15),
         }
     }
 }

@@ -93,3 +93,39 @@ fn distributor_restart_rehashes_nothing_and_mirrors_come_back() {
     assert_eq!(d.metric("hashed_bytes_total"), 35);
     converge(&src, &[&m1], Duration::from_secs(30));
 }
+
+#[test]
+fn a_new_mirror_keeps_what_it_already_holds_and_removes_extras() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    for i in 0..100u64 {
+        write_atomic(&src.join(format!("d{}/{i}.html", i % 7)), &page(i, 10_000));
+    }
+    // The volunteer seeded the root by hand: half the files right, a few stale, one extra.
+    let root = tmp.path().join("seeded");
+    let mut expected = 0u64;
+    for i in 0..100u64 {
+        let rel = format!("d{}/{i}.html", i % 7);
+        let dst = root.join(&rel);
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        if i % 2 == 0 {
+            fs::copy(src.join(&rel), &dst).unwrap();
+        } else {
+            expected += 10_000;
+            if i % 5 == 0 {
+                fs::write(&dst, b"stale copy").unwrap();
+            }
+        }
+    }
+    fs::write(root.join("d1/not-on-the-site.html"), b"extra").unwrap();
+    let d = Distributor::start(tmp.path(), &src, &[]);
+    let t = d.add_mirror("m1");
+    let m = Mirror::start_at(tmp.path(), "m1", &t, &root, &[]);
+    converge(&src, &[&m], Duration::from_secs(60));
+    let sent = d.mirror_status("m1")["blob_bytes_sent"].as_u64().unwrap();
+    assert!(sent > 0);
+    assert!(
+        sent <= expected,
+        "sent {sent} bytes; only {expected} were missing or different"
+    );
+}
