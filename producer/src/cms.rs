@@ -302,13 +302,15 @@ pub fn parse_document(value: Value, limits: &Limits) -> Result<Document, Vec<Fie
             Kind::Article
         }
     };
+    // A page lives at /{slug}/, beside the site's own files and year directories.
     if kind == Kind::Page
         && (RESERVED_PAGE_SLUGS.contains(&slug.as_str())
+            || slug.contains('.')
             || (!slug.is_empty() && slug.chars().all(|c| c.is_ascii_digit())))
     {
         errors.push(FieldError::new(
             "slug",
-            format!("{slug:?} is reserved for the site's own pages"),
+            format!("{slug:?} is reserved for the site's own files (a page slug has no '.' and is not a number)"),
         ));
     }
 

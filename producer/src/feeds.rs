@@ -80,11 +80,14 @@ pub fn atom(meta: &FeedMeta<'_>, docs: &[DocRow], url_of: impl Fn(&DocRow) -> St
         if !d.summary.is_empty() {
             let _ = writeln!(x, "<summary>{}</summary>", xml_escape(&d.summary));
         }
-        let _ = write!(
-            x,
-            "<content type=\"html\">{}</content>\n</entry>\n",
-            xml_escape(&d.body_html)
-        );
+        if !d.body_html.is_empty() {
+            let _ = writeln!(
+                x,
+                "<content type=\"html\">{}</content>",
+                xml_escape(&d.body_html)
+            );
+        }
+        x.push_str("</entry>\n");
     }
     x.push_str("</feed>\n");
     x

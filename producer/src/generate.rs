@@ -169,7 +169,9 @@ pub(crate) fn render_key(site: &Site, key: &PageKey) -> Result<Action, PublishEr
             if store::count(conn, &listing)? == 0 {
                 return Ok(Action::Remove(path));
             }
-            let docs = store::newest(conn, &listing, 0, FEED_ITEMS, true)?;
+            // Tag feeds carry summaries; the site feed carries full articles. This keeps
+            // the feeds a publish rewrites (one per tag) small to render and compress.
+            let docs = store::newest(conn, &listing, 0, FEED_ITEMS, false)?;
             let name = store::tag_name(conn, t)?.unwrap_or_else(|| t.clone());
             let title = format!("{}: {name}", info.title);
             let xml = feed_for(

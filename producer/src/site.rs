@@ -12,7 +12,7 @@
 
 use crate::cms::{Document, Kind};
 use crate::lock::WriterLock;
-use crate::output::{DirSync, Outcome, Output};
+use crate::output::{Batch, DirSync, Outcome, Output};
 use crate::pages::{self, PageKey};
 use crate::render::{DocView, SiteInfo, TemplateError, Theme};
 use crate::store::{self, DocRow, Listing};
@@ -286,6 +286,12 @@ impl Site {
         }
         let encoded: Vec<String> = keys.iter().map(PageKey::encode).collect();
         store::add_pending(&tx, &encoded)?;
+        // Pages an earlier, failed render left behind are retried with this one's.
+        keys.extend(
+            store::pending(&tx)?
+                .iter()
+                .filter_map(|k| PageKey::decode(k)),
+        );
         tx.commit()?;
 
         let slug = new.as_ref().or(old.as_ref()).map(|d| d.slug.clone());
@@ -308,22 +314,58 @@ impl Site {
             slug,
             ..Report::default()
         };
-        let mut dirs = DirSync::default();
-        // The article first and removals last, so no listing ever links to a missing page.
-        let (removals, rest): (Vec<&PageKey>, Vec<&PageKey>) =
-            keys.iter().partition(|k| matches!(k, PageKey::Remove(_)));
-        for key in rest.into_iter().chain(removals) {
+        // Render everything first (the store is read on this thread), then compress and
+        // stage the changed files on every core, then rename them all at once: the article
+        // first and removals last, so no listing ever links to a missing page.
+        let mut puts = Vec::new();
+        let mut removals = Vec::new();
+        for key in keys {
             match self.render(key)? {
-                Action::Put(path, bytes) => match self.output.put(&path, &bytes, &mut dirs)? {
-                    Outcome::Written => report.written.push(path),
-                    Outcome::Unchanged => report.unchanged.push(path),
-                },
-                Action::Remove(path) => {
-                    if self.output.remove(&path, &mut dirs)? {
-                        report.removed.push(path);
-                    }
-                }
+                Action::Put(path, bytes) => puts.push((path, bytes)),
+                Action::Remove(path) => removals.push(path),
                 Action::Nothing => {}
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_thread = puts.len().div_ceil(threads).max(1);
+        let output = &self.output;
+        let parts: Vec<std::io::Result<(Batch, Vec<Outcome>)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = puts
+                .chunks(per_thread)
+                .map(|chunk| {
+                    s.spawn(move || {
+                        let mut batch = Batch::default();
+                        let mut outcomes = Vec::with_capacity(chunk.len());
+                        for (path, bytes) in chunk {
+                            outcomes.push(output.stage(path, bytes, &mut batch)?);
+                        }
+                        Ok((batch, outcomes))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("staging thread panicked"))
+                .collect()
+        });
+        let mut batch = Batch::default();
+        let mut outcomes = Vec::with_capacity(puts.len());
+        for part in parts {
+            let (b, o) = part?;
+            batch.extend(b);
+            outcomes.extend(o);
+        }
+        let mut dirs = DirSync::default();
+        batch.commit(&mut dirs)?;
+        for ((path, _), outcome) in puts.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Written => report.written.push(path),
+                Outcome::Unchanged => report.unchanged.push(path),
+            }
+        }
+        for path in removals {
+            if self.output.remove(&path, &mut dirs)? {
+                report.removed.push(path);
             }
         }
         dirs.finish()?;

@@ -307,8 +307,10 @@ fn hostile_slugs_are_rejected() {
             .status,
         400
     );
-    let r = p.publish(&json!({"slug": "tags", "title": "T", "kind": "page"}));
-    assert_eq!(r.status, 400);
+    for page_slug in ["tags", "404.html", "2009", "sitemap.xml"] {
+        let r = p.publish(&json!({"slug": page_slug, "title": "T", "kind": "page"}));
+        assert_eq!(r.status, 400, "page slug {page_slug}");
+    }
     let names: Vec<_> = snapshot(&p.out()).into_keys().collect();
     assert!(
         names
