@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch, Notify};
 pub struct Published {
     pub seq: u64,
     pub produced_at_ms: u64,
+    /// Empty when the changeset is too big to send inline: catch up from the index.
     pub frames: Vec<tokio_tungstenite::tungstenite::Bytes>,
 }
 
@@ -66,6 +67,17 @@ impl Hub {
             seq,
             produced_at_ms,
             frames,
+        }));
+    }
+
+    /// Announces a committed changeset too big to send inline: sessions catch up to it from
+    /// the index, in frames, at their own pace.
+    pub fn publish_catch_up(&self, seq: u64, produced_at_ms: u64) {
+        self.head.send_replace((seq, produced_at_ms));
+        let _ = self.live.send(Arc::new(Published {
+            seq,
+            produced_at_ms,
+            frames: Vec::new(),
         }));
     }
 

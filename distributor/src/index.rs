@@ -367,19 +367,27 @@ impl Txn<'_> {
         Ok(out)
     }
 
-    /// Every live path, in order, for a reconcile against the disk.
-    pub fn live_paths(&self) -> Result<Vec<SitePath>> {
-        let mut st = self
-            .tx
-            .prepare("SELECT path FROM files WHERE deleted = 0 ORDER BY path")?;
-        let mut rows = st.query([])?;
-        let mut out = Vec::new();
+    /// Calls `f` with every live path under `dir` (the whole tree for `None`), in order,
+    /// without collecting them.
+    pub fn for_each_live(
+        &self,
+        dir: Option<&SitePath>,
+        mut f: impl FnMut(SitePath) -> Result<()>,
+    ) -> Result<()> {
+        let (lo, hi) = match dir {
+            Some(d) => prefix_range(d),
+            None => (String::new(), "\u{10FFFF}".to_owned()),
+        };
+        let mut st = self.tx.prepare_cached(
+            "SELECT path FROM files WHERE path > ?1 AND path < ?2 AND deleted = 0 ORDER BY path",
+        )?;
+        let mut rows = st.query([lo, hi])?;
         while let Some(r) = rows.next()? {
             if let Ok(p) = SitePath::new(r.get::<_, String>(0)?) {
-                out.push(p);
+                f(p)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes one row change, stamped with `seq`.

@@ -14,11 +14,18 @@ use crate::ignore::Ignore;
 use crate::index::{now_ms, Entry, RowChange, Stat, Txn, Writer};
 use crate::metrics::add;
 use anyhow::Result;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tamizdat_protocol::{ContentHash, Op, SitePath};
 use tracing::{debug, warn};
+
+/// Files hashed together during a walk.
+const HASH_BATCH: usize = 1024;
+
+/// By default, a changeset with more ops than this is not sent inline: sessions catch up from
+/// the index, so a huge change (a tree copied in) never sits in memory as one message.
+pub const MAX_INLINE_OPS: usize = 20_000;
 
 /// What the watcher gathered in one settle window.
 #[derive(Default, Debug)]
@@ -44,6 +51,8 @@ pub struct Journal {
     hub: Arc<Hub>,
     /// Tombstones kept, in changes: a mirror away longer gets a full resync.
     retention: u64,
+    /// Larger changesets are announced, not sent: mirrors catch up from the index.
+    max_inline_ops: usize,
 }
 
 impl Journal {
@@ -53,6 +62,7 @@ impl Journal {
         ignore: Ignore,
         hub: Arc<Hub>,
         retention: u64,
+        max_inline_ops: usize,
     ) -> Self {
         Self {
             root,
@@ -60,6 +70,7 @@ impl Journal {
             ignore,
             hub,
             retention,
+            max_inline_ops,
         }
     }
 
@@ -68,18 +79,21 @@ impl Journal {
         let (head, _) = self.writer.head()?;
         let seq = head + 1;
         let hub = self.hub.clone();
-        let planned = self.plan(batch, seq, &hub)?;
-        let Some((ops, small)) = planned else {
+        let Some(planned) = self.plan(batch, seq, &hub)? else {
             return Ok(None);
         };
         let produced = now_ms();
-        for (h, bytes) in small {
+        for (h, bytes) in planned.small {
             hub.cache.insert(h, &bytes);
         }
         add(&hub.metrics.changesets_total, 1);
-        add(&hub.metrics.ops_total, ops.len() as u64);
-        debug!(seq, ops = ops.len(), "changeset committed");
-        hub.publish(seq, produced, ops);
+        add(&hub.metrics.ops_total, planned.count as u64);
+        debug!(seq, ops = planned.count, "changeset committed");
+        if planned.count > self.max_inline_ops {
+            hub.publish_catch_up(seq, produced);
+        } else {
+            hub.publish(seq, produced, planned.ops);
+        }
         if seq % 1024 == 0 {
             let n = self.writer.compact(self.retention)?;
             if n > 0 {
@@ -89,15 +103,8 @@ impl Journal {
         Ok(Some(seq))
     }
 
-    /// Plans a batch against the index and commits it as `seq`; returns the ops and the small
-    /// files' bytes, or `None` when nothing changed.
-    #[allow(clippy::type_complexity)]
-    fn plan(
-        &mut self,
-        batch: Batch,
-        seq: u64,
-        hub: &Hub,
-    ) -> Result<Option<(Vec<Op>, Vec<(ContentHash, Vec<u8>)>)>> {
+    /// Plans a batch against the index and commits it as `seq`; `None` when nothing changed.
+    fn plan(&mut self, batch: Batch, seq: u64, hub: &Hub) -> Result<Option<Planned>> {
         let tx = self.writer.begin()?;
         let mut plan = Plan {
             root: &self.root,
@@ -109,6 +116,8 @@ impl Journal {
             puts: Vec::new(),
             small: Vec::new(),
             hub,
+            count: 0,
+            max_inline_ops: self.max_inline_ops,
         };
         if batch.overflowed {
             add(&hub.metrics.overflows_total, 1);
@@ -129,18 +138,29 @@ impl Journal {
             deletes,
             puts,
             small,
+            count,
             ..
         } = plan;
-        let mut ops = moves;
-        ops.extend(deletes);
-        ops.extend(puts);
-        if ops.is_empty() {
+        if count == 0 {
             tx.commit(None, 0, 0)?;
             return Ok(None);
         }
-        tx.commit(Some(seq), now_ms(), ops.len())?;
-        Ok(Some((ops, small)))
+        tx.commit(Some(seq), now_ms(), count)?;
+        let mut ops = moves;
+        ops.extend(deletes);
+        ops.extend(puts);
+        Ok(Some(Planned { ops, small, count }))
     }
+}
+
+/// A committed changeset, ready to publish.
+struct Planned {
+    /// In the order to apply them: moves, deletes, puts. Empty when there were too many to
+    /// send inline.
+    ops: Vec<Op>,
+    /// Bytes of the small files just hashed, for the blob cache.
+    small: Vec<(ContentHash, Vec<u8>)>,
+    count: usize,
 }
 
 struct Plan<'a> {
@@ -153,9 +173,28 @@ struct Plan<'a> {
     puts: Vec<Op>,
     small: Vec<(ContentHash, Vec<u8>)>,
     hub: &'a Hub,
+    /// Ops planned, kept or not.
+    count: usize,
+    max_inline_ops: usize,
 }
 
 impl Plan<'_> {
+    /// Counts one more op; false once the changeset is too big to send inline (its ops are
+    /// then dropped: mirrors catch up from the index instead).
+    fn keep(&mut self) -> bool {
+        self.count += 1;
+        if self.count > self.max_inline_ops {
+            if self.count == self.max_inline_ops + 1 {
+                self.moves = Vec::new();
+                self.deletes = Vec::new();
+                self.puts = Vec::new();
+                self.small = Vec::new();
+            }
+            return false;
+        }
+        true
+    }
+
     /// The site path of `abs`, or `None` when it is outside the root, ignored, or not a name
     /// a mirror could hold.
     fn site_path(&self, abs: &Path) -> Option<SitePath> {
@@ -199,7 +238,9 @@ impl Plan<'_> {
             from: f.clone(),
             to: t.clone(),
         })?;
-        self.moves.push(Op::Move { from: f, to: t });
+        if self.keep() {
+            self.moves.push(Op::Move { from: f, to: t });
+        }
         if to.is_dir() {
             // Anything written into it since is caught by comparing with the moved rows.
             self.walk(to, self.site_path(to))?;
@@ -254,16 +295,18 @@ impl Plan<'_> {
                 return self.row(RowChange::Touch(sp, h.entry));
             }
         }
-        if let Some(bytes) = h.small {
-            self.small.push((h.entry.hash, bytes));
+        if self.keep() {
+            if let Some(bytes) = h.small {
+                self.small.push((h.entry.hash, bytes));
+            }
+            self.puts.push(Op::Put {
+                path: sp.clone(),
+                hash: h.entry.hash,
+                size: h.entry.size,
+                mode: h.entry.mode,
+                mtime: h.entry.mtime_ns.div_euclid(1_000_000_000),
+            });
         }
-        self.puts.push(Op::Put {
-            path: sp.clone(),
-            hash: h.entry.hash,
-            size: h.entry.size,
-            mode: h.entry.mode,
-            mtime: h.entry.mtime_ns.div_euclid(1_000_000_000),
-        });
         self.row(RowChange::Live(sp, h.entry))
     }
 
@@ -282,27 +325,17 @@ impl Plan<'_> {
             path: sp.clone(),
             dir,
         })?;
-        self.deletes.push(Op::Delete { path: sp });
+        if self.keep() {
+            self.deletes.push(Op::Delete { path: sp });
+        }
         Ok(())
     }
 
     /// Compares everything under directory `abs` (the whole tree when `sp` is `None`) with the
-    /// index: new and changed files are hashed on every core, vanished ones deleted.
+    /// index: new and changed files are hashed on every core, a batch at a time so a large tree
+    /// never sits in memory, and indexed files no longer on disk are deleted.
     fn walk(&mut self, abs: &Path, sp: Option<SitePath>) -> Result<()> {
-        let mut known: HashMap<SitePath, Entry> = match &sp {
-            Some(d) => self.tx.under(d)?.into_iter().collect(),
-            None => {
-                let mut m = HashMap::new();
-                for p in self.tx.live_paths()? {
-                    if let Some(e) = self.tx.get(&p)? {
-                        m.insert(p, e);
-                    }
-                }
-                m
-            }
-        };
-        let mut to_hash = Vec::new();
-        let mut names = Vec::new();
+        let mut batch: Vec<(PathBuf, SitePath, Option<Entry>)> = Vec::new();
         let ignore = self.ignore;
         let walker = walkdir::WalkDir::new(abs)
             .min_depth(1)
@@ -323,20 +356,44 @@ impl Plan<'_> {
             let Some(p) = self.site_path(entry.path()) else {
                 continue;
             };
-            let old = known.remove(&p);
             let Ok(m) = entry.metadata() else { continue };
             let stat = Stat::of(&m);
-            if let Some(o) = &old {
-                if o.same_file(&stat) && o.mode == stat.mode {
-                    continue;
-                }
+            let old = self.tx.get(&p)?;
+            if old
+                .as_ref()
+                .is_some_and(|o| o.same_file(&stat) && o.mode == stat.mode)
+            {
+                continue;
             }
-            to_hash.push((entry.into_path(), names.len()));
-            names.push((p, old));
+            batch.push((entry.into_path(), p, old));
+            if batch.len() >= HASH_BATCH {
+                self.hash_batch(&mut batch)?;
+            }
         }
-        let mut names: Vec<Option<(SitePath, Option<Entry>)>> =
-            names.into_iter().map(Some).collect();
-        for (i, r) in hash_many(to_hash) {
+        self.hash_batch(&mut batch)?;
+        let root = self.root;
+        let mut gone = Vec::new();
+        self.tx.for_each_live(sp.as_ref(), |p| {
+            let on_disk = std::fs::symlink_metadata(p.to_fs(root)).is_ok_and(|m| m.is_file());
+            if !on_disk {
+                gone.push(p);
+            }
+            Ok(())
+        })?;
+        for p in gone {
+            self.delete(p, false)?;
+        }
+        Ok(())
+    }
+
+    fn hash_batch(&mut self, batch: &mut Vec<(PathBuf, SitePath, Option<Entry>)>) -> Result<()> {
+        let mut names: Vec<Option<(SitePath, Option<Entry>)>> = Vec::with_capacity(batch.len());
+        let mut paths = Vec::with_capacity(batch.len());
+        for (i, (path, p, old)) in batch.drain(..).enumerate() {
+            paths.push((path, i));
+            names.push(Some((p, old)));
+        }
+        for (i, r) in hash_many(paths) {
             let Some((p, old)) = names[i].take() else {
                 continue;
             };
@@ -349,11 +406,6 @@ impl Plan<'_> {
                 }
                 Err(e) => warn!(path = %p, cause = %e, "not sent: cannot read"),
             }
-        }
-        let mut gone: Vec<SitePath> = known.into_keys().collect();
-        gone.sort();
-        for p in gone {
-            self.delete(p, false)?;
         }
         Ok(())
     }

@@ -89,6 +89,10 @@ struct Serve {
     /// Changes of tombstones kept; a mirror away longer gets a full resync.
     #[arg(long, default_value_t = 1_000_000)]
     retention: u64,
+    /// Changesets with more ops than this are not streamed inline; mirrors catch up to them
+    /// from the index, in frames, so memory stays flat when a whole tree is copied in.
+    #[arg(long, default_value_t = tamizdat_distributor::journal::MAX_INLINE_OPS)]
+    max_inline_ops: usize,
     /// Log format.
     #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
@@ -224,6 +228,7 @@ async fn serve(s: Serve) -> Result<()> {
         max_connections: s.max_connections,
         retention: s.retention,
         cache_bytes: 8 << 20,
+        max_inline_ops: s.max_inline_ops,
     };
     server::run(opts, stream, admin, shutdown_signal()).await
 }

@@ -31,6 +31,8 @@ pub struct ServeOptions {
     /// Tombstones kept, in changes.
     pub retention: u64,
     pub cache_bytes: usize,
+    /// Changesets with more ops are announced, and mirrors catch up from the index.
+    pub max_inline_ops: usize,
 }
 
 /// Indexes the tree, then serves mirrors on `stream` and the admin API on `admin` until
@@ -58,6 +60,7 @@ pub async fn run(
         ignore,
         hub.clone(),
         opts.retention,
+        opts.max_inline_ops,
     );
     let t = Instant::now();
     let hashed_before = hub

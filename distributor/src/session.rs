@@ -326,13 +326,17 @@ impl Session {
                     }
                 }
                 cs = live.recv() => match cs {
+                    Ok(cs) if cs.seq <= self.sent_seq => {}
+                    Ok(cs) if cs.frames.is_empty() => {
+                        self.set_mode("catch-up");
+                        self.snapshot(Some(self.sent_seq)).await?;
+                        self.set_mode("live");
+                    }
                     Ok(cs) => {
-                        if cs.seq > self.sent_seq {
-                            for f in cs.frames.iter() {
-                                self.send(f.clone(), false).await?;
-                            }
-                            self.sent_seq = cs.seq;
+                        for f in cs.frames.iter() {
+                            self.send(f.clone(), false).await?;
                         }
+                        self.sent_seq = cs.seq;
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         add(&self.ctx.hub.metrics.lagged_sessions_total, 1);

@@ -50,12 +50,9 @@ fn killed_mirror_catches_up_with_only_the_changes() {
         sent <= changed_bytes + 64 * 1024,
         "catch-up sent {sent} bytes of content for {changed_bytes} bytes of changes"
     );
-    let log = m2.proc.log_text();
-    assert!(
-        log.contains("CatchUp"),
-        "the restarted mirror did not catch up: {}",
-        tail(&log, 2000)
-    );
+    wait_for("the restarted mirror to log a catch-up", || {
+        m2.proc.log_text().contains("CatchUp")
+    });
 }
 
 #[test]
@@ -128,4 +125,28 @@ fn a_new_mirror_keeps_what_it_already_holds_and_removes_extras() {
         sent <= expected,
         "sent {sent} bytes; only {expected} were missing or different"
     );
+}
+
+#[test]
+fn a_changeset_too_big_to_stream_inline_arrives_by_catch_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    write_atomic(&src.join("index.html"), b"home");
+    let d = Distributor::start(tmp.path(), &src, &["--max-inline-ops", "50"]);
+    let t = d.add_mirror("m1");
+    let m = Mirror::start(tmp.path(), "m1", &t, &[]);
+    converge(&src, &[&m], Duration::from_secs(30));
+    // A whole directory of 300 files moved in at once: one changeset of 300 ops.
+    let outside = tmp.path().join("outside");
+    for i in 0..300u64 {
+        let p = outside.join(format!("archive/{}/{i}.html", i % 10));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, page(i, 1_000)).unwrap();
+    }
+    fs::rename(outside.join("archive"), src.join("archive")).unwrap();
+    converge(&src, &[&m], Duration::from_secs(30));
+    // The mirror logs the catch-up once it has recorded it, just after the renames.
+    wait_for("the mirror to log a catch-up", || {
+        m.proc.log_text().contains("CatchUp")
+    });
 }
