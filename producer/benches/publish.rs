@@ -254,6 +254,7 @@ fn main() {
     let mut lat_new = Vec::new();
     let mut lat_edit = Vec::new();
     let mut written = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
     let now = EPOCH_2000 + SPAN_SECONDS;
     for i in 0..a.publishes {
         let tags = pick_tags(&mut rng, a.tags);
@@ -266,6 +267,9 @@ fn main() {
         let r = site.publish(doc).unwrap();
         lat_new.push(t.elapsed().as_secs_f64() * 1000.0);
         written.push(r.written.len());
+        phases[0].push(r.timings.render_ms);
+        phases[1].push(r.timings.stage_ms);
+        phases[2].push(r.timings.commit_ms);
 
         let (slug, ts, tags, text) = &docs[rng.gen_range(0..docs.len())];
         let doc = serde_json::json!({
@@ -277,6 +281,9 @@ fn main() {
         let r = site.publish(doc).unwrap();
         lat_edit.push(t.elapsed().as_secs_f64() * 1000.0);
         written.push(r.written.len());
+        phases[0].push(r.timings.render_ms);
+        phases[1].push(r.timings.stage_ms);
+        phases[2].push(r.timings.commit_ms);
     }
     let mut both: Vec<f64> = lat_new.iter().chain(&lat_edit).copied().collect();
     for (name, v) in [
@@ -291,6 +298,38 @@ fn main() {
             v.len()
         );
     }
+    for (name, v) in ["render", "compress+stage", "fsync+rename"]
+        .iter()
+        .zip(phases.iter_mut())
+    {
+        println!(
+            "  phase {name}: p50 {:.2} ms, p99 {:.2} ms",
+            pct(v, 50.0),
+            pct(v, 99.0)
+        );
+    }
+    // What the durability step costs on this machine right now (DESIGN.md measured 0.68 ms
+    // on a quiet one): the same write + fsync + rename + directory fsync, 50 times.
+    let probe = root.join("fsync-probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    let mut f_lat = Vec::new();
+    for i in 0..50 {
+        use std::io::Write;
+        let t = Instant::now();
+        let tmp = probe.join(format!(".tmp-{i}"));
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(&[7u8; 20_000]).unwrap();
+        f.sync_all().unwrap();
+        std::fs::rename(&tmp, probe.join(format!("f{i}"))).unwrap();
+        std::fs::File::open(&probe).unwrap().sync_all().unwrap();
+        f_lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    println!(
+        "machine: one 20 KB write+fsync+rename+dir fsync p50 {:.2} ms, p99 {:.2} ms; load average {}",
+        pct(&mut f_lat, 50.0),
+        pct(&mut f_lat, 99.0),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
     written.sort();
     println!(
         "files written per publish (plain files; each also has .br/.zst/.gz): min {}, median {}, max {}",

@@ -80,6 +80,19 @@ pub struct Report {
     pub unchanged: Vec<String>,
     pub removed: Vec<String>,
     pub elapsed_ms: f64,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// The phases of a publish, in milliseconds.
+#[derive(Debug, Default, Serialize, PartialEq, Clone, Copy)]
+pub struct Timings {
+    /// Reading the store and rendering templates and XML.
+    pub render_ms: f64,
+    /// Comparing with the files on disk, compressing, writing temporary files.
+    pub stage_ms: f64,
+    /// fsync of the new files, renames, removals, directory fsyncs.
+    pub commit_ms: f64,
 }
 
 /// One site.
@@ -317,6 +330,7 @@ impl Site {
         // Render everything first (the store is read on this thread), then compress and
         // stage the changed files on every core, then rename them all at once: the article
         // first and removals last, so no listing ever links to a missing page.
+        let t_render = Instant::now();
         let mut puts = Vec::new();
         let mut removals = Vec::new();
         for key in keys {
@@ -326,6 +340,7 @@ impl Site {
                 Action::Nothing => {}
             }
         }
+        let t_rendered = Instant::now();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let per_thread = puts.len().div_ceil(threads).max(1);
         let output = &self.output;
@@ -355,6 +370,7 @@ impl Site {
             batch.extend(b);
             outcomes.extend(o);
         }
+        let t_staged = Instant::now();
         let mut dirs = DirSync::default();
         batch.commit(&mut dirs)?;
         for ((path, _), outcome) in puts.into_iter().zip(outcomes) {
@@ -369,7 +385,13 @@ impl Site {
             }
         }
         dirs.finish()?;
-        report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        report.timings = Timings {
+            render_ms: ms(t_rendered - t_render),
+            stage_ms: ms(t_staged - t_rendered),
+            commit_ms: ms(t_staged.elapsed()),
+        };
+        report.elapsed_ms = ms(started.elapsed());
         Ok(report)
     }
 
