@@ -332,7 +332,7 @@ pub fn generate(root: &Path, spec: &Spec) -> Result<Site> {
     }
     let css = b"body{font-family:Georgia,serif;max-width:42em;margin:2em auto;line-height:1.5}\nh1,h2{font-family:sans-serif}\n".to_vec();
     put("css/site.css".into(), css, &mut listings)?;
-    let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x6D65_6469_61);
+    let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x006D_6564_6961);
     for k in 0..spec.media {
         // log-uniform from 100 KB to media_max
         let lo = 100.0 * 1024.0f64;
@@ -357,6 +357,7 @@ pub fn generate(root: &Path, spec: &Spec) -> Result<Site> {
 /// Mutation mode: `edits` pages rewritten atomically, `adds` new articles, `deletes` deleted
 /// articles (taken from the end of the list), and one directory renamed (a month's article
 /// moved to a new slug) when `rename_dir`. Updates `site`. Returns the number of changes.
+#[allow(clippy::too_many_arguments)]
 pub fn mutate(
     site: &mut Site,
     spec: &Spec,

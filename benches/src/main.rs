@@ -107,6 +107,8 @@ struct Config {
     bursts: usize,
     catchup: usize,
     wrk_secs: u32,
+    /// Wall-time budget of one latency figure; it stops early (and says so) past it.
+    budget: Duration,
     seed: u64,
     media: usize,
     media_max: u64,
@@ -189,6 +191,7 @@ fn main() -> Result<()> {
         bursts: if quick { 2 } else { 5 },
         catchup: cli.catchup.unwrap_or(if quick { 200 } else { 1000 }),
         wrk_secs: if quick { 2 } else { 5 },
+        budget: Duration::from_secs(if quick { 30 } else { 240 }),
         seed: cli.seed,
         media: if quick { 4 } else { 12 },
         media_max: if quick { 2 << 20 } else { 50 << 20 },
@@ -425,8 +428,8 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
             "One sample each. tamizdat: from starting `tamizdat-mirror run` with an empty root until the \
              distributor's status shows it connected with acked_seq = head_seq (the file count is checked \
              afterwards); it does not include the distributor's own start-up index, which is reported in the \
-             no-change table. rsync: `rsync -a --delete --stats SRC/ rsync://127.0.0.1:PORT/t/` into an empty \
-             module, wall time, bytes = total sent + received."
+             no-change table. rsync: `rsync -a --delete --stats --sockopts=TCP_NODELAY SRC/ rsync://127.0.0.1:PORT/t/` \
+             (daemon with TCP_NODELAY too) into an empty module, wall time, bytes = total sent + received."
         )];
     }
     if rs_init.is_none() {
@@ -482,8 +485,16 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
                 .push(format!("edit_latency,{files},{k},tamizdat,{i},{s:.3}"));
         }
         run_latency_row(run, &label, k, "tamizdat", &lat);
-        let b = burst(run, &spec, &mut site, &targets, &mut rng, &mut version)?;
-        for (i, s) in b.iter().enumerate() {
+        let b = burst(
+            run,
+            &spec,
+            &mut site,
+            &targets,
+            Some(&dist),
+            &mut rng,
+            &mut version,
+        )?;
+        for (i, s) in b.samples.iter().enumerate() {
             run.raw
                 .push(format!("burst200,{files},{k},tamizdat,{i},{s:.3}"));
         }
@@ -791,8 +802,16 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
                     .push(format!("edit_latency,{files},{k},lsyncd,{i},{s:.3}"));
             }
             run_latency_row(run, &label, k, "lsyncd", &lat);
-            let b = burst(run, &spec, &mut site, &targets, &mut rng, &mut version)?;
-            for (i, s) in b.iter().enumerate() {
+            let b = burst(
+                run,
+                &spec,
+                &mut site,
+                &targets,
+                None,
+                &mut rng,
+                &mut version,
+            )?;
+            for (i, s) in b.samples.iter().enumerate() {
                 run.raw
                     .push(format!("burst200,{files},{k},lsyncd,{i},{s:.3}"));
             }
@@ -838,7 +857,19 @@ fn edit_latency(
     let mut timeouts = 0;
     let mut cpu0 = 0.0;
     let cpu = |pids: &[i32]| -> f64 { pids.iter().map(|&p| cpu_secs(p, children)).sum() };
+    let started = Instant::now();
+    let mut measured = 0usize;
     for e in 0..total {
+        if e > run.cfg.warmup && started.elapsed() > run.cfg.budget {
+            eprintln!(
+                "    !! stopping after {measured} measured edits: over the {:?} budget",
+                run.cfg.budget
+            );
+            break;
+        }
+        if e >= run.cfg.warmup {
+            measured += 1;
+        }
         if e == run.cfg.warmup {
             cpu0 = cpu(pids);
         }
@@ -872,7 +903,7 @@ fn edit_latency(
     }
     let cpu1 = cpu(pids);
     Ok(Latency {
-        cpu_ms_per_edit: (cpu1 - cpu0) * 1000.0 / run.cfg.edits as f64,
+        cpu_ms_per_edit: (cpu1 - cpu0) * 1000.0 / measured.max(1) as f64,
         samples,
         timeouts,
         poll_interval_us: poll.as_micros() as u64,
@@ -946,7 +977,9 @@ fn run_latency_row(run: &mut Run, label: &str, k: usize, system: &str, lat: &Lat
          (the mirrors' figure includes serving the harness's polling requests); for lsyncd, lsyncd plus the \
          rsync daemon, each with its reaped children (the rsync client and server processes). lsyncd is \
          Debian's package, one `sync {{ default.rsync, delay = 0 }}` block per target, each target an rsync \
-         daemon module on loopback (TCP_NODELAY), targets pre-seeded by `cp -al` so its start-up rsync is a \
+         daemon module on loopback, TCP_NODELAY on both ends (daemon `socket options`, client \
+         `--sockopts=TCP_NODELAY` via `_extra`: without it each rsync run stalls about 4 x 40 ms on \
+         delayed ACKs, which we saw while writing this harness), targets pre-seeded by `cp -al` so its start-up rsync is a \
          no-op scan. Ratios are lsyncd / tamizdat (above 1: tamizdat is faster or cheaper).",
         lat.poll_interval_us, warmup
     )];
@@ -960,9 +993,12 @@ fn burst(
     spec: &Spec,
     site: &mut Site,
     targets: &[Target],
+    dist: Option<&Dist>,
     rng: &mut StdRng,
     version: &mut u64,
-) -> Result<Vec<f64>> {
+) -> Result<Burst> {
+    let mut renames = Vec::new();
+    let mut changesets = Vec::new();
     let mut out = Vec::new();
     for r in 0..=run.cfg.bursts {
         *version += 1;
@@ -994,6 +1030,10 @@ fn burst(
             }
         }
         site.articles.push(rels[0].clone());
+        let head0 = match dist {
+            Some(d) => d.head()?,
+            None => 0,
+        };
         let t0 = Instant::now();
         for (tmp, rel, _) in &staged {
             std::fs::rename(tmp, site.root.join(rel))?;
@@ -1027,22 +1067,42 @@ fn burst(
         if left > 0 {
             bail!("burst {r}: {left} file copies not served after 120 s");
         }
-        if renamed > Duration::from_millis(50) {
-            eprintln!("    (burst renames took {renamed:?})");
-        }
         if r > 0 {
             out.push(ms(dt));
+            renames.push(ms(renamed));
+            if let Some(d) = dist {
+                changesets.push(d.head()?.saturating_sub(head0) as f64);
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(out)
+    Ok(Burst {
+        samples: out,
+        renames,
+        changesets,
+    })
 }
 
-fn burst_row(run: &mut Run, label: &str, k: usize, system: &str, b: &[f64]) {
+struct Burst {
+    samples: Vec<f64>,
+    /// How long the rename loop took, per burst.
+    renames: Vec<f64>,
+    /// tamizdat only: changesets the distributor made of each burst.
+    changesets: Vec<f64>,
+}
+
+fn burst_row(run: &mut Run, label: &str, k: usize, system: &str, burst: &Burst) {
+    let b = &burst.samples;
     let [p50, _, _, max] = summary(b);
     let min = b.iter().copied().fold(f64::NAN, f64::min);
+    let ren = summary(&burst.renames)[0];
+    let cs = if burst.changesets.is_empty() {
+        "–".to_string()
+    } else {
+        f(summary(&burst.changesets)[0])
+    };
     let t = table(run, "1b-burst", "Burst publish: 200 files renamed into place back to back, until every mirror serves all 200", &[
-        "site", "mirrors / targets", "system", "samples", "min ms", "median ms", "max ms",
+        "site", "mirrors / targets", "system", "samples", "min ms", "median ms", "max ms", "rename loop ms (median)", "changesets per burst (median)",
     ]);
     t.row(vec![
         label.to_owned(),
@@ -1052,6 +1112,8 @@ fn burst_row(run: &mut Run, label: &str, k: usize, system: &str, b: &[f64]) {
         f(min),
         f(p50),
         f(max),
+        f(ren),
+        cs,
     ]);
     if system == "lsyncd" {
         let tz = t
@@ -1070,6 +1132,8 @@ fn burst_row(run: &mut Run, label: &str, k: usize, system: &str, b: &[f64]) {
                 ratio(g(&lr, 4), g(&tz, 4)),
                 ratio(g(&lr, 5), g(&tz, 5)),
                 ratio(g(&lr, 6), g(&tz, 6)),
+                "".into(),
+                "".into(),
             ]);
         }
     }

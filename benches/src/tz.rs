@@ -235,7 +235,7 @@ impl RsyncD {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
         let mut conf = format!(
-            "use chroot = no\nuid = root\ngid = root\nlog file = {d}/rsyncd.log\n\
+            "use chroot = no\nreverse lookup = no\nuid = root\ngid = root\nlog file = {d}/rsyncd.log\n\
              socket options = TCP_NODELAY\nlisten backlog = 128\nmax connections = 0\n",
             d = dir.display()
         );
@@ -279,7 +279,7 @@ pub struct RsyncRun {
 pub fn rsync_run(rsync: &Path, src: &Path, url: &str) -> Result<RsyncRun> {
     let t0 = Instant::now();
     let out = Command::new(rsync)
-        .args(["-a", "--delete", "--stats"])
+        .args(["-a", "--delete", "--stats", "--sockopts=TCP_NODELAY"])
         .arg(format!("{}/", src.display()))
         .arg(url)
         .output()?;
@@ -321,7 +321,7 @@ impl Lsyncd {
         );
         for u in urls {
             conf.push_str(&format!(
-                "sync {{\n  default.rsync,\n  source = \"{}\",\n  target = \"{u}\",\n  delay = 0,\n  exclude = {{ \".tmp-*\" }},\n  rsync = {{ archive = true }},\n}}\n",
+                "sync {{\n  default.rsync,\n  source = \"{}\",\n  target = \"{u}\",\n  delay = 0,\n  exclude = {{ \".tmp-*\" }},\n  rsync = {{ archive = true, _extra = {{ \"--sockopts=TCP_NODELAY\" }} }},\n}}\n",
                 src.display()
             ));
         }
