@@ -27,18 +27,21 @@ pub fn pack(raw: &[u8]) -> (Encoding, Vec<u8>) {
 /// A bounded first-in-first-out cache of packed small files.
 pub struct BlobCache {
     limit: usize,
-    inner: Mutex<(
-        HashMap<ContentHash, Arc<Blob>>,
-        VecDeque<ContentHash>,
-        usize,
-    )>,
+    inner: Mutex<Fifo>,
+}
+
+#[derive(Default)]
+struct Fifo {
+    map: HashMap<ContentHash, Arc<Blob>>,
+    order: VecDeque<ContentHash>,
+    bytes: usize,
 }
 
 impl BlobCache {
     pub fn new(limit: usize) -> Self {
         Self {
             limit,
-            inner: Mutex::new((HashMap::new(), VecDeque::new(), 0)),
+            inner: Mutex::new(Fifo::default()),
         }
     }
 
@@ -48,11 +51,11 @@ impl BlobCache {
         }
         let (encoding, data) = pack(raw);
         let mut g = self.inner.lock().unwrap();
-        let (map, order, used) = &mut *g;
+        let Fifo { map, order, bytes } = &mut *g;
         if map.contains_key(&hash) {
             return;
         }
-        *used += data.len();
+        *bytes += data.len();
         map.insert(
             hash,
             Arc::new(Blob {
@@ -62,16 +65,16 @@ impl BlobCache {
             }),
         );
         order.push_back(hash);
-        while *used > self.limit {
+        while *bytes > self.limit {
             let Some(old) = order.pop_front() else { break };
             if let Some(b) = map.remove(&old) {
-                *used -= b.data.len();
+                *bytes -= b.data.len();
             }
         }
     }
 
     pub fn get(&self, hash: &ContentHash) -> Option<Arc<Blob>> {
-        self.inner.lock().unwrap().0.get(hash).cloned()
+        self.inner.lock().unwrap().map.get(hash).cloned()
     }
 }
 
@@ -114,7 +117,7 @@ impl ChunkReader {
         }
     }
 
-    pub fn next(&mut self) -> std::io::Result<Vec<u8>> {
+    pub fn next_chunk(&mut self) -> std::io::Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(CHUNK_SIZE);
         (&mut self.file)
             .take(CHUNK_SIZE as u64)

@@ -186,7 +186,7 @@ impl Index {
 
     /// (head sequence, tombstone horizon).
     pub fn head(&self) -> Result<(u64, u64)> {
-        self.with(|c| head(c))
+        self.with(head)
     }
 
     /// When the oldest changeset after `seq` was produced, if any (for lag in seconds).

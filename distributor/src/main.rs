@@ -280,7 +280,7 @@ fn mirror(cmd: MirrorCmd) -> Result<ExitCode> {
         MirrorCmd::List { state } => {
             let index = Index::open(&state)?;
             println!("{:<20} {:<8} {:>10}", "MIRROR", "STATE", "ACKED");
-            for m in index.with(|c| mirrors::list(c))? {
+            for m in index.with(mirrors::list)? {
                 let st = if m.revoked { "revoked" } else { "enrolled" };
                 println!("{:<20} {:<8} {:>10}", m.name, st, m.acked_seq);
             }

@@ -93,7 +93,7 @@ pub async fn run(
             let _watcher = watcher;
             let mut batcher = Batcher::new(events, opts.settle);
             let mut retry = false;
-            while let Some(mut batch) = batcher.next() {
+            while let Some(mut batch) = batcher.next_batch() {
                 batch.rescan |= retry;
                 if batch.is_empty() {
                     continue;
@@ -167,7 +167,7 @@ async fn bookkeeping(hub: Arc<Hub>, index: Arc<Index>) {
             if save {
                 persist(&hub, &index);
             }
-            let Ok(enrolled) = index.with(|c| mirrors::list(c)) else {
+            let Ok(enrolled) = index.with(mirrors::list) else {
                 return;
             };
             for (name, _) in hub.sessions() {

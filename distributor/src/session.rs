@@ -497,7 +497,7 @@ async fn blob_task(
             }
         } else if let Some((h, size, mut reader)) = current.take() {
             let r = tokio::task::spawn_blocking(move || {
-                let data = reader.next();
+                let data = reader.next_chunk();
                 (reader, data)
             })
             .await;

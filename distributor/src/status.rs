@@ -41,7 +41,7 @@ pub fn collect(hub: &Hub, index: &Index) -> Result<Status> {
     let live = hub.sessions();
     let now = now_ms();
     let mut out = Vec::new();
-    for m in index.with(|c| mirrors::list(c))? {
+    for m in index.with(mirrors::list)? {
         let session = live.get(&m.name);
         let acked = session.map_or(m.acked_seq, |s| s.acked.max(m.acked_seq));
         let lag_seconds = if acked >= head {

@@ -52,22 +52,20 @@ impl Batcher {
     }
 
     /// Blocks until a batch is ready; `None` when the watcher is gone.
-    pub fn next(&mut self) -> Option<Batch> {
+    pub fn next_batch(&mut self) -> Option<Batch> {
         let mut b = Builder::default();
         // Wait for the first event, or the next due re-walk.
-        let first = loop {
-            let due = self.rewalk.iter().map(|(t, _)| *t).min();
-            let r = match due {
-                Some(t) => self
-                    .rx
-                    .recv_timeout(t.saturating_duration_since(Instant::now())),
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            match r {
-                Ok(ev) => break Some(ev),
-                Err(RecvTimeoutError::Timeout) => break None,
-                Err(RecvTimeoutError::Disconnected) => return None,
-            }
+        let due = self.rewalk.iter().map(|(t, _)| *t).min();
+        let r = match due {
+            Some(t) => self
+                .rx
+                .recv_timeout(t.saturating_duration_since(Instant::now())),
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let first = match r {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return None,
         };
         let deadline = Instant::now() + self.settle;
         if let Some(ev) = first {
