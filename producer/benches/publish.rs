@@ -59,6 +59,7 @@ struct Args {
     publishes: usize,
     dir: Option<PathBuf>,
     hugo: bool,
+    reuse: bool,
 }
 
 fn args() -> Args {
@@ -68,6 +69,7 @@ fn args() -> Args {
         publishes: 300,
         dir: None,
         hugo: false,
+        reuse: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -77,6 +79,7 @@ fn args() -> Args {
             "--publishes" => a.publishes = it.next().unwrap().parse().unwrap(),
             "--dir" => a.dir = Some(it.next().unwrap().into()),
             "--hugo" => a.hugo = true,
+            "--reuse" => a.reuse = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -226,28 +229,56 @@ fn main() {
     std::fs::create_dir_all(&state).unwrap();
     let mut rng = StdRng::seed_from_u64(4);
 
-    let t = Instant::now();
-    let docs = seed(&state, &a, &mut rng);
-    println!(
-        "seeded {} articles with {} tags in {:.1} s",
-        a.articles,
-        a.tags,
-        t.elapsed().as_secs_f64()
-    );
-
-    let bin = env!("CARGO_BIN_EXE_tamizdat-producer");
-    let mut render = Command::new(bin);
-    render
-        .args(["render", "--all", "--out"])
-        .arg(&out)
-        .arg("--state")
-        .arg(&state);
-    let (secs, kb, ok) = peak_rss_of(&mut render);
-    let files = walk_count(&out);
-    println!(
-        "render --all: {secs:.1} s wall, peak RSS {:.0} MiB, {files} files in the tree (ok: {ok})",
-        kb as f64 / 1024.0
-    );
+    let docs = if a.reuse {
+        // A site seeded and rendered by an earlier run with --dir: measure publishes only.
+        let conn = store::open(&state).unwrap();
+        let docs: Vec<_> = store::all_of_kind(&conn, Kind::Article, true)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.slug.starts_with("story-"))
+            .map(|d| {
+                (
+                    d.slug,
+                    d.published_at,
+                    d.tags.into_iter().map(|t| t.name).collect(),
+                    d.body,
+                )
+            })
+            .collect();
+        println!(
+            "reusing {} seeded articles in {}",
+            docs.len(),
+            root.display()
+        );
+        docs
+    } else {
+        let t = Instant::now();
+        let docs = seed(&state, &a, &mut rng);
+        println!(
+            "seeded {} articles with {} tags in {:.1} s",
+            a.articles,
+            a.tags,
+            t.elapsed().as_secs_f64()
+        );
+        let bin = env!("CARGO_BIN_EXE_tamizdat-producer");
+        let mut render = Command::new(bin);
+        render
+            .args(["render", "--all", "--out"])
+            .arg(&out)
+            .arg("--state")
+            .arg(&state);
+        let (secs, kb, ok) = peak_rss_of(&mut render);
+        let files = walk_count(&out);
+        println!(
+            "render --all: {secs:.1} s wall, peak RSS {:.0} MiB, {files} files in the tree (ok: {ok})",
+            kb as f64 / 1024.0
+        );
+        docs
+    };
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
 
     let mut site = Site::open(SiteOptions::new(out.clone(), state.clone())).unwrap();
     let limits = Limits::default();
@@ -255,11 +286,11 @@ fn main() {
     let mut lat_edit = Vec::new();
     let mut written = Vec::new();
     let mut phases: [Vec<f64>; 3] = Default::default();
-    let now = EPOCH_2000 + SPAN_SECONDS;
+    let now = EPOCH_2000 + SPAN_SECONDS + (run % 100_000) as i64 * 100_000;
     for i in 0..a.publishes {
         let tags = pick_tags(&mut rng, a.tags);
         let doc = serde_json::json!({
-            "slug": format!("new-{i}"), "title": format!("Breaking {i}"), "body": body(&mut rng),
+            "slug": format!("new-{run}-{i}"), "title": format!("Breaking {i}"), "body": body(&mut rng),
             "tags": tags, "published_at": chrono::DateTime::from_timestamp(now + i as i64 * 60, 0).unwrap().to_rfc3339(),
         });
         let doc = cms::parse_document(doc, &limits).unwrap();

@@ -159,7 +159,7 @@ pub(crate) fn render_key(site: &Site, key: &PageKey) -> Result<Action, PublishEr
             }
             let lo = (p - 1) * PER_PAGE;
             let hi = (p * PER_PAGE).min(n);
-            let items = store::newest(conn, listing, n - hi, hi.saturating_sub(lo), false)?;
+            let items = store::rank_range(conn, listing, n, lo, hi)?;
             let lv = listing_view(conn, listing)?;
             numbered_page(theme, info, listing, &lv, *p, n, &items)?
         }
@@ -215,7 +215,7 @@ pub(crate) fn render_key(site: &Site, key: &PageKey) -> Result<Action, PublishEr
             }
             let lo = (c - 1) * SITEMAP_CHUNK;
             let hi = (c * SITEMAP_CHUNK).min(n);
-            let mut items = store::newest(conn, &Listing::All, n - hi, hi - lo, false)?;
+            let mut items = store::rank_range(conn, &Listing::All, n, lo, hi)?;
             items.reverse();
             Action::Put(sitemap_chunk_path(*c), sitemap_chunk(info, &items))
         }

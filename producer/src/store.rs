@@ -273,6 +273,49 @@ pub fn newer_than(
     Ok(n as u64)
 }
 
+/// The articles of a listing of `count` with ranks `lo..hi` (0 = oldest), newest first.
+/// Walks the index from whichever end is nearer, so pages near either end are cheap.
+pub fn rank_range(
+    conn: &Connection,
+    listing: &Listing,
+    count: u64,
+    lo: u64,
+    hi: u64,
+) -> rusqlite::Result<Vec<DocRow>> {
+    let limit = hi.saturating_sub(lo);
+    if lo <= count.saturating_sub(hi) {
+        let mut rows = oldest(conn, listing, lo, limit)?;
+        rows.reverse();
+        Ok(rows)
+    } else {
+        newest(conn, listing, count.saturating_sub(hi), limit, false)
+    }
+}
+
+fn oldest(
+    conn: &Connection,
+    listing: &Listing,
+    skip: u64,
+    limit: u64,
+) -> rusqlite::Result<Vec<DocRow>> {
+    let (sql, tag) = match listing {
+        Listing::All => (
+            format!("SELECT {LIST_COLS} FROM docs d WHERE d.kind = 'article' ORDER BY d.published_at, d.slug LIMIT ?1 OFFSET ?2"),
+            None,
+        ),
+        Listing::Tag(t) => (
+            format!("SELECT {LIST_COLS} FROM doc_tags t JOIN docs d ON d.slug = t.slug WHERE t.tag = ?3 ORDER BY t.published_at, t.slug LIMIT ?1 OFFSET ?2"),
+            Some(t),
+        ),
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let it = match tag {
+        None => stmt.query_map(params![limit as i64, skip as i64], from_row)?,
+        Some(t) => stmt.query_map(params![limit as i64, skip as i64, t], from_row)?,
+    };
+    it.collect()
+}
+
 /// Up to `limit` articles of a listing, newest first, skipping the `skip` newest.
 pub fn newest(
     conn: &Connection,
