@@ -95,6 +95,8 @@ struct Run {
     tables: BTreeMap<String, Table>,
     raw: Vec<String>,
     notes: Vec<String>,
+    /// (when, compiler processes seen, load average) samples of the machine's other work.
+    busy: Vec<(String, usize, String)>,
     anchors: BTreeMap<&'static str, Option<PathBuf>>,
 }
 
@@ -253,9 +255,12 @@ fn main() -> Result<()> {
         tables: BTreeMap::new(),
         raw: Vec::new(),
         notes: Vec::new(),
+        busy: Vec::new(),
         anchors,
     };
     let t_all = Instant::now();
+    run.busy
+        .push(("start".into(), other_builds(), load.trim().to_owned()));
     let sizes = run.cfg.sizes.clone();
     let mut failed = None;
     for &n in &sizes {
@@ -269,9 +274,12 @@ fn main() -> Result<()> {
             failed = Some(e);
         }
         procs::kill_all();
-        if !cli.keep {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        run.busy.push((
+            format!("after {n} articles"),
+            other_builds(),
+            l.trim().to_owned(),
+        ));
         write_report(
             &run,
             &cli.out,
@@ -281,6 +289,10 @@ fn main() -> Result<()> {
             &command,
             t_all.elapsed(),
         )?;
+        eprintln!("    report written to {}", cli.out.display());
+        if !cli.keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     if cli.keep {
         let p = work.keep();
@@ -344,6 +356,7 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
     site.files += 1;
     site.bytes += big.len() as u64;
     let files = site.files;
+    flush_disk();
     eprintln!(
         "    generated {files} files, {} MB in {:.1} s",
         mb(site.bytes as f64),
@@ -463,6 +476,7 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
             "    {k} mirrors in sync ({:.1} s)",
             t0.elapsed().as_secs_f64()
         );
+        flush_disk();
         let targets: Vec<Target> = mirrors.iter().map(|m| Target::Http(m.http)).collect();
         let mut pids: Vec<i32> = vec![dist.proc.pid()];
         pids.extend(mirrors.iter().map(|m| m.proc.pid()));
@@ -772,6 +786,7 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
             }
             let d = RsyncD::start(&r, &ldir.join("rsyncd"), &modules)?;
             let urls: Vec<String> = modules.iter().map(|(m, _)| d.url(m)).collect();
+            flush_disk();
             let t0 = Instant::now();
             let l = Lsyncd::start(&ls, &ldir, &src, &urls)?;
             eprintln!(
@@ -1139,7 +1154,8 @@ fn burst_row(run: &mut Run, label: &str, k: usize, system: &str, burst: &Burst) 
     }
     t.notes = vec![format!(
         "Each burst: 100 pages (a new article, {} listing and tag pages, random articles) and a `.zst` \
-         variant of each, all written to temp files first, then renamed into place in a loop (a few ms); \
+         variant of each, all written to temp files first, then renamed into place in a tight loop (that loop took 100-300 ms \
+         on this VM's ext4 disk, not a few ms: its median is in the table); \
          the clock runs from the first rename until every target serves all 200 new versions (checked \
          as in the edit table; the last-renamed file is polled until served, then every file is checked). \
          One warm-up burst not counted; 200 ms between bursts.",
@@ -1220,6 +1236,38 @@ fn serving(
     }
     drop(ng);
     Ok(())
+}
+
+/// sync(2): writes back every dirty page (the generator's, the hard-link copies') so that a
+/// scenario does not pay for the previous one's writes (the mirror flushes with syncfs).
+fn flush_disk() {
+    // SAFETY: sync(2) has no arguments and cannot fail.
+    unsafe { libc::sync() }
+}
+
+/// Other compilers running on the machine now (rustc, cc1, ld processes not started by us).
+fn other_builds() -> usize {
+    let mut n = 0;
+    let parent = std::os::unix::process::parent_id().to_string();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy() == parent {
+                continue;
+            }
+            if let Ok(c) = std::fs::read_to_string(e.path().join("comm")) {
+                let c = c.trim();
+                if c == "rustc"
+                    || c == "cc1"
+                    || c == "cc1plus"
+                    || c.starts_with("ld")
+                    || c == "cargo"
+                {
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
 }
 
 fn count_files(root: &Path) -> usize {
@@ -1320,6 +1368,36 @@ fn machine() -> String {
     )
 }
 
+/// The commit the binaries were built from, and whether the product's directories had
+/// uncommitted edits (the work tree is shared with other builders).
+fn git_state() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let head = git(&["log", "-1", "--format=%h %s"]);
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "protocol",
+        "distributor",
+        "mirror",
+        "serve",
+    ]);
+    let n = dirty.lines().count();
+    if n == 0 {
+        format!("commit `{head}`, protocol/distributor/mirror/serve clean")
+    } else {
+        format!("commit `{head}`, with {n} uncommitted changed file(s) in protocol/distributor/mirror/serve (another session's work in progress was compiled in)")
+    }
+}
+
 fn tool_version(p: &Path, arg: &str) -> String {
     Command::new(p)
         .arg(arg)
@@ -1368,6 +1446,19 @@ fn write_report(
     .unwrap();
     writeln!(s, "- **Machine:** {}", machine()).unwrap();
     writeln!(s, "- **Load average at the start:** {}", load.trim()).unwrap();
+    let busy: Vec<String> = run
+        .busy
+        .iter()
+        .map(|(w, n, l)| {
+            format!("{w}: {n} compiler processes (rustc/cc/ld/cargo) of other builders, load {l}")
+        })
+        .collect();
+    writeln!(
+        s,
+        "- **Other work on the machine** (2 cores shared with other builders; sampled): {}",
+        busy.join("; ")
+    )
+    .unwrap();
     writeln!(
         s,
         "- **Command:** `{command}`{}",
@@ -1406,6 +1497,7 @@ fn write_report(
         });
     }
     writeln!(s, "- **Anchors:** {}", tools.join("; ")).unwrap();
+    writeln!(s, "- **Source:** {}", git_state()).unwrap();
     writeln!(
         s,
         "- **tamizdat:** release binaries `tamizdat-distributor` and `tamizdat-mirror` (default flags: \
