@@ -259,8 +259,15 @@ fn main() -> Result<()> {
         anchors,
     };
     let t_all = Instant::now();
-    run.busy
-        .push(("start".into(), other_builds(), load.trim().to_owned()));
+    run.busy.push((
+        "start".into(),
+        other_builds(),
+        format!(
+            "{}; busiest other processes: {}",
+            load.trim(),
+            busy_processes()
+        ),
+    ));
     let sizes = run.cfg.sizes.clone();
     let mut failed = None;
     for &n in &sizes {
@@ -278,7 +285,11 @@ fn main() -> Result<()> {
         run.busy.push((
             format!("after {n} articles"),
             other_builds(),
-            l.trim().to_owned(),
+            format!(
+                "{}; busiest other processes: {}",
+                l.trim(),
+                busy_processes()
+            ),
         ));
         write_report(
             &run,
@@ -1243,6 +1254,45 @@ fn serving(
 fn flush_disk() {
     // SAFETY: sync(2) has no arguments and cannot fail.
     unsafe { libc::sync() }
+}
+
+/// Processes (other than this harness's) that used more than 10% of a core over one second:
+/// "name 55%, ...".
+fn busy_processes() -> String {
+    let snap = || -> BTreeMap<i32, (String, f64)> {
+        let mut m = BTreeMap::new();
+        if let Ok(rd) = std::fs::read_dir("/proc") {
+            for e in rd.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                    continue;
+                };
+                let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                m.insert(pid, (name.trim().to_owned(), cpu_secs(pid, false)));
+            }
+        }
+        m
+    };
+    let a = snap();
+    std::thread::sleep(Duration::from_secs(1));
+    let b = snap();
+    let me = std::process::id() as i32;
+    let mut busy: Vec<(f64, String)> = b
+        .iter()
+        .filter(|(p, _)| **p != me)
+        .filter_map(|(p, (name, c))| {
+            let d = c - a.get(p).map_or(*c, |x| x.1);
+            (d > 0.1).then(|| (d, name.clone()))
+        })
+        .collect();
+    busy.sort_by(|x, y| y.0.total_cmp(&x.0));
+    if busy.is_empty() {
+        return "none above 10% of a core".into();
+    }
+    busy.iter()
+        .take(6)
+        .map(|(d, n)| format!("{n} {:.0}%", d * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Other compilers running on the machine now (rustc, cc1, ld processes not started by us).

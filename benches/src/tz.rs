@@ -148,7 +148,15 @@ impl Dist {
             } else if Instant::now() > end {
                 bail!("distributor status unavailable");
             }
-            std::thread::sleep(Duration::from_millis(2));
+            // tight at first (short waits), then gentle: the status request costs the
+            // distributor CPU while it is busy syncing
+            let waited = timeout.saturating_sub(end.saturating_duration_since(Instant::now()));
+            let nap = if waited < Duration::from_millis(300) {
+                2
+            } else {
+                20
+            };
+            std::thread::sleep(Duration::from_millis(nap));
         }
     }
 }
