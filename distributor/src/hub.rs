@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tamizdat_protocol::{encode, Changeset, Message, Mode, Op, OPS_PER_FRAME};
+use tamizdat_protocol::{encode, Changeset, ContentHash, Message, Mode, Op, OPS_PER_FRAME};
 use tokio::sync::{broadcast, watch, Notify};
 
 /// One changeset, ready to send.
@@ -17,6 +17,8 @@ pub struct Published {
     pub produced_at_ms: u64,
     /// Empty when the changeset is too big to send inline: catch up from the index.
     pub frames: Vec<tokio_tungstenite::tungstenite::Bytes>,
+    /// Blobs of new small files, sent just before `frames` so a mirror need not ask.
+    pub pushed: Vec<tokio_tungstenite::tungstenite::Bytes>,
 }
 
 /// The head as last committed: (sequence, produced at ms).
@@ -59,14 +61,21 @@ impl Hub {
         })
     }
 
-    /// Sends a committed changeset to every session.
-    pub fn publish(&self, seq: u64, produced_at_ms: u64, ops: Vec<Op>) {
+    /// Sends a committed changeset to every session, preceded by the blobs of `push` (new
+    /// small files whose bytes are in the cache).
+    pub fn publish(&self, seq: u64, produced_at_ms: u64, ops: Vec<Op>, push: &[ContentHash]) {
+        let pushed = push
+            .iter()
+            .filter_map(|h| self.cache.get(h))
+            .map(|b| encode(&Message::Blob((*b).clone())).into())
+            .collect();
         let frames = changeset_frames(seq, seq - 1, produced_at_ms, Mode::Live, ops, true);
         self.head.send_replace((seq, produced_at_ms));
         let _ = self.live.send(Arc::new(Published {
             seq,
             produced_at_ms,
             frames,
+            pushed,
         }));
     }
 
@@ -78,6 +87,7 @@ impl Hub {
             seq,
             produced_at_ms,
             frames: Vec::new(),
+            pushed: Vec::new(),
         }));
     }
 

@@ -350,6 +350,14 @@ impl Txn<'_> {
         get_in(&self.tx, path)
     }
 
+    /// True when some live file has these bytes.
+    pub fn hash_live(&self, hash: &ContentHash) -> Result<bool> {
+        let mut st = self
+            .tx
+            .prepare_cached("SELECT 1 FROM files WHERE hash = ?1 AND deleted = 0 LIMIT 1")?;
+        Ok(st.exists([&hash.0[..]])?)
+    }
+
     /// Live paths strictly under directory `dir`, in path order.
     pub fn under(&self, dir: &SitePath) -> Result<Vec<(SitePath, Entry)>> {
         let (lo, hi) = prefix_range(dir);

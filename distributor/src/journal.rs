@@ -83,8 +83,12 @@ impl Journal {
             return Ok(None);
         };
         let produced = now_ms();
-        for (h, bytes) in planned.small {
+        let mut push = Vec::new();
+        for (h, bytes, fresh) in planned.small {
             hub.cache.insert(h, &bytes);
+            if fresh && !push.contains(&h) {
+                push.push(h);
+            }
         }
         add(&hub.metrics.changesets_total, 1);
         add(&hub.metrics.ops_total, planned.count as u64);
@@ -92,7 +96,7 @@ impl Journal {
         if planned.count > self.max_inline_ops {
             hub.publish_catch_up(seq, produced);
         } else {
-            hub.publish(seq, produced, planned.ops);
+            hub.publish(seq, produced, planned.ops, &push);
         }
         if seq % 1024 == 0 {
             let n = self.writer.compact(self.retention)?;
@@ -158,8 +162,9 @@ struct Planned {
     /// In the order to apply them: moves, deletes, puts. Empty when there were too many to
     /// send inline.
     ops: Vec<Op>,
-    /// Bytes of the small files just hashed, for the blob cache.
-    small: Vec<(ContentHash, Vec<u8>)>,
+    /// Bytes of the small files just hashed, for the blob cache; true when no live file had
+    /// those bytes before.
+    small: Vec<(ContentHash, Vec<u8>, bool)>,
     count: usize,
 }
 
@@ -171,7 +176,7 @@ struct Plan<'a> {
     moves: Vec<Op>,
     deletes: Vec<Op>,
     puts: Vec<Op>,
-    small: Vec<(ContentHash, Vec<u8>)>,
+    small: Vec<(ContentHash, Vec<u8>, bool)>,
     hub: &'a Hub,
     /// Ops planned, kept or not.
     count: usize,
@@ -297,7 +302,10 @@ impl Plan<'_> {
         }
         if self.keep() {
             if let Some(bytes) = h.small {
-                self.small.push((h.entry.hash, bytes));
+                // Bytes no live file had before cannot be on any mirror yet: they are pushed
+                // with the changeset instead of waiting for a Need.
+                let fresh = !self.tx.hash_live(&h.entry.hash)?;
+                self.small.push((h.entry.hash, bytes, fresh));
             }
             self.puts.push(Op::Put {
                 path: sp.clone(),

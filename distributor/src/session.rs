@@ -333,6 +333,9 @@ impl Session {
                         self.set_mode("live");
                     }
                     Ok(cs) => {
+                        for f in cs.pushed.iter() {
+                            self.send(f.clone(), true).await?;
+                        }
                         for f in cs.frames.iter() {
                             self.send(f.clone(), false).await?;
                         }

@@ -4,7 +4,8 @@
 //! Publishing one changeset, in order:
 //! 1. every new file is staged under `ROOT/.tamizdat/stage/` (same file system as the tree),
 //!    its blake3 hash verified, then flushed (one `syncfs`, or an fsync per file when few);
-//! 2. the changeset is written to the state database as `pending` (durable);
+//! 2. the changeset is written to the state database as `pending` (it survives a kill; the
+//!    fsync of step 4 makes it durable against a power cut too);
 //! 3. under the server's publish gate, every op is carried out with `rename`, and the touched
 //!    directories are fsynced;
 //! 4. the rows, the new sequence and the end of `pending` are committed in one transaction;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tamizdat_protocol::{
     encode, Blob, Changeset, Chunk, ContentHash, ErrorCode, Message, Mode, Op, SiteId, SitePath,
-    Welcome, HASHES_PER_NEED,
+    Welcome, HASHES_PER_NEED, INLINE_LIMIT,
 };
 use tamizdat_serve::Site;
 use tokio::sync::{mpsc, oneshot};
@@ -68,7 +69,15 @@ struct Conn {
     /// Requested hashes and their sizes.
     wanted: HashMap<ContentHash, u64>,
     gone: HashSet<ContentHash>,
+    /// Blobs pushed ahead of the changeset that needs them, and their bytes.
+    pushed: HashSet<ContentHash>,
+    pushed_bytes: u64,
 }
+
+/// Pushed blobs accepted ahead of one changeset, at most.
+pub const MAX_PUSHED: usize = 4096;
+/// Pushed bytes accepted ahead of one changeset, at most.
+pub const MAX_PUSHED_BYTES: u64 = 64 << 20;
 
 pub struct Engine {
     root: PathBuf,
@@ -122,11 +131,12 @@ impl Engine {
                         last_queued: if w.mode == Mode::Full { 0 } else { applied },
                         wanted: HashMap::new(),
                         gone: HashSet::new(),
+                        pushed: HashSet::new(),
+                        pushed_bytes: 0,
                     });
                 }
                 Input::Disconnected(done) => {
-                    self.conn = None;
-                    self.stage.drop_partials();
+                    self.drop_conn();
                     let _ = done.send(());
                 }
                 Input::Frame(m) => {
@@ -175,9 +185,18 @@ impl Engine {
                 (ErrorCode::Internal, msg)
             }
         };
-        self.conn = None;
-        self.stage.drop_partials();
+        self.drop_conn();
         let _ = self.out.send(Output::Close(code, msg));
+    }
+
+    /// Forgets a connection's work in progress (what is applied stays applied).
+    fn drop_conn(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            for h in &conn.pushed {
+                self.stage.discard(h);
+            }
+        }
+        self.stage.drop_partials();
     }
 
     fn frame(&mut self, m: Message) -> Result<(), EngineError> {
@@ -246,6 +265,18 @@ impl Engine {
         if complete {
             let cs = conn.assembling.take().expect("assembling");
             conn.last_queued = cs.seq;
+            // Pushed blobs belong to the changeset that follows them; drop any it does not use.
+            if !conn.pushed.is_empty() {
+                for op in &cs.ops {
+                    if let Op::Put { hash, .. } = op {
+                        conn.pushed.remove(hash);
+                    }
+                }
+                for h in conn.pushed.drain() {
+                    self.stage.discard(&h);
+                }
+                conn.pushed_bytes = 0;
+            }
             debug!(seq = cs.seq, ops = cs.ops.len(), kind = ?cs.kind, "changeset received");
             conn.queue.push_back(cs);
             self.request_missing()?;
@@ -257,9 +288,25 @@ impl Engine {
     fn blob(&mut self, b: Blob) -> Result<(), EngineError> {
         let conn = self.conn.as_mut().expect("connected");
         let Some(size) = conn.wanted.get(&b.hash).copied() else {
-            return Err(peer(ErrorCode::Protocol, "blob never asked for"));
+            // Pushed ahead of the live changeset that will need it: small, bounded, verified.
+            if conn.assembling.is_some() {
+                return Err(peer(
+                    ErrorCode::Protocol,
+                    "unrequested blob inside a changeset",
+                ));
+            }
+            if conn.pushed.len() >= MAX_PUSHED {
+                return Err(peer(ErrorCode::Protocol, "too many blobs never asked for"));
+            }
+            let n = self.stage.whole(&b, INLINE_LIMIT)?;
+            conn.pushed.insert(b.hash);
+            conn.pushed_bytes += n;
+            if conn.pushed_bytes > MAX_PUSHED_BYTES {
+                return Err(peer(ErrorCode::Protocol, "too many bytes never asked for"));
+            }
+            return Ok(());
         };
-        self.stage.whole(&b, size)?;
+        self.stage.whole_exact(&b, size)?;
         conn.wanted.remove(&b.hash);
         self.try_apply()
     }
@@ -375,6 +422,23 @@ impl Engine {
     }
 }
 
+/// Directories whose entries changed, to fsync.
+struct Dirs(HashSet<PathBuf>);
+
+impl Dirs {
+    fn sync(&self, root: &std::path::Path) -> Result<(), FsError> {
+        if self.0.len() > 16 {
+            return fsops::sync_fs(root);
+        }
+        for d in &self.0 {
+            if d.exists() {
+                fsops::sync_dir(d)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A changeset reduced to what this mirror must do.
 pub struct Plan {
     pub seq: u64,
@@ -476,8 +540,16 @@ impl Engine {
         }));
         self.store.adopt(&plan.adopted)?;
         self.store.set_pending(plan.seq, site, &frame)?;
-        self.execute(&plan.exec, &sources)?;
-        self.store.commit(plan.seq, site, &plan.exec)?;
+        let dirs = self.execute(&plan.exec, &sources)?;
+        // The renames' directories and the state database flush at the same time; both are
+        // durable before the ack.
+        let (synced, committed) = std::thread::scope(|s| {
+            let synced = s.spawn(|| dirs.sync(&self.root));
+            let committed = self.store.commit(plan.seq, site, &plan.exec);
+            (synced.join(), committed)
+        });
+        synced.map_err(|_| anyhow::anyhow!("directory sync thread panicked"))??;
+        committed?;
         self.status.set_applied(plan.seq);
         *self.status.site.lock().unwrap() = Some(site);
         *self.status.error.lock().unwrap() = None;
@@ -494,8 +566,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Carries out the ops under the publish gate, then fsyncs the touched directories.
-    fn execute(&self, ops: &[Op], sources: &[Option<PathBuf>]) -> Result<(), EngineError> {
+    /// Carries out the ops under the publish gate; returns the directories to fsync.
+    fn execute(&self, ops: &[Op], sources: &[Option<PathBuf>]) -> Result<Dirs, EngineError> {
         let changed: Vec<String> = ops
             .iter()
             .flat_map(|op| match op {
@@ -544,17 +616,8 @@ impl Engine {
                 }
             }
         }
-        if dirs.len() > 16 {
-            fsops::sync_fs(root)?;
-        } else {
-            for d in &dirs {
-                if d.exists() {
-                    fsops::sync_dir(d)?;
-                }
-            }
-        }
         drop(gate);
-        Ok(())
+        Ok(Dirs(dirs))
     }
 
     /// Finishes a changeset that was being renamed into place when the mirror stopped.
@@ -571,7 +634,10 @@ impl Engine {
             "finishing a changeset interrupted by a stop"
         );
         let sources = self.stage.recovered_sources(&cs.ops);
-        match self.execute(&cs.ops, &sources) {
+        match self
+            .execute(&cs.ops, &sources)
+            .and_then(|d| d.sync(&self.root).map_err(Into::into))
+        {
             Ok(()) => {}
             Err(EngineError::Fs(FsError::Missing(_))) => {}
             Err(e) => anyhow::bail!("cannot finish the interrupted changeset: {e}"),

@@ -88,20 +88,39 @@ impl Stage {
         self.verified(hash).exists()
     }
 
-    /// Stages a whole small file, verified against its hash and expected size.
-    pub fn whole(&mut self, b: &Blob, size: u64) -> Result<(), EngineError> {
-        let raw = unpack(b.encoding, &b.data, size as usize)?;
-        if raw.len() as u64 != size || ContentHash::of(&raw) != b.hash {
+    /// Stages a whole small file of exactly `size` bytes, verified against its hash.
+    pub fn whole_exact(&mut self, b: &Blob, size: u64) -> Result<(), EngineError> {
+        let n = self.whole(b, size)?;
+        if n != size {
+            self.discard(&b.hash);
             return Err(bad(
                 ErrorCode::HashMismatch,
-                format!("blob {} does not match its hash or size", b.hash),
+                format!("blob {} is not the size announced", b.hash),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stages a whole small file of at most `limit` bytes, verified against its hash; returns
+    /// its size.
+    pub fn whole(&mut self, b: &Blob, limit: u64) -> Result<u64, EngineError> {
+        let raw = unpack(b.encoding, &b.data, limit as usize)?;
+        if ContentHash::of(&raw) != b.hash {
+            return Err(bad(
+                ErrorCode::HashMismatch,
+                format!("blob {} does not match its hash", b.hash),
             ));
         }
         let part = self.part(&b.hash);
         fs::write(&part, &raw).map_err(io("write", &part))?;
         let dst = self.verified(&b.hash);
         fs::rename(&part, &dst).map_err(io("rename", &dst))?;
-        Ok(())
+        Ok(raw.len() as u64)
+    }
+
+    /// Forgets a staged file nothing needs.
+    pub fn discard(&self, hash: &ContentHash) {
+        let _ = fs::remove_file(self.verified(hash));
     }
 
     /// Stages one piece of a large file; true when the file is complete and verified.
@@ -257,15 +276,15 @@ impl Stage {
             made.push(f);
             out.push(Some(dst));
         }
+        // The bytes must be on disk before they are renamed into the served tree. The staging
+        // directory's own entries need no fsync: they only matter to a restart after a kill,
+        // and a kill leaves the page cache intact.
         if made.len() > 8 {
             fsops::sync_fs(&self.dir)?;
         } else {
             for f in &made {
-                f.sync_all().map_err(io("fsync", &self.dir))?;
+                f.sync_data().map_err(io("fsync", &self.dir))?;
             }
-        }
-        if !made.is_empty() {
-            fsops::sync_dir(&self.dir)?;
         }
         Ok(out)
     }

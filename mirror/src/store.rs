@@ -125,12 +125,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Notes the changeset about to be renamed into place (durably, before the first rename).
+    /// Notes the changeset about to be renamed into place, before the first rename.
+    ///
+    /// Written without an fsync of its own (`synchronous=NORMAL` for this one transaction):
+    /// it must survive the mirror being killed, which the page cache does; a power cut may
+    /// lose it, and then the next catch-up redoes the changeset instead. The commit that
+    /// records the applied changeset is fully synchronous, and flushes this too.
     pub fn set_pending(&self, seq: u64, site: SiteId, frame: &[u8]) -> Result<()> {
-        self.conn.execute(
+        self.conn.pragma_update(None, "synchronous", "normal")?;
+        let r = self.conn.execute(
             "INSERT OR REPLACE INTO pending(id, seq, site, frame) VALUES (1, ?1, ?2, ?3)",
             params![seq as i64, &site.0[..], frame],
-        )?;
+        );
+        self.conn.pragma_update(None, "synchronous", "full")?;
+        r?;
         Ok(())
     }
 

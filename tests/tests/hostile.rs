@@ -267,12 +267,22 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
             Some(ErrorCode::Protocol),
         ),
         (
-            "blob never asked for",
-            vec![frame(&Message::Blob(Blob {
-                hash: ContentHash::of(&evil),
-                encoding: Encoding::Raw,
-                data: evil.clone(),
-            }))],
+            "unrequested blob inside a changeset",
+            vec![
+                frame(&Message::Changeset(Changeset {
+                    seq: 2,
+                    base_seq: 1,
+                    produced_at_ms: 0,
+                    kind: Mode::Live,
+                    ops: vec![put("index.html", &evil)],
+                    last: false,
+                })),
+                frame(&Message::Blob(Blob {
+                    hash: ContentHash::of(&evil),
+                    encoding: Encoding::Raw,
+                    data: evil.clone(),
+                })),
+            ],
             Some(ErrorCode::Protocol),
         ),
         (
