@@ -200,6 +200,7 @@ fn main() -> Result<()> {
         skip: cli.skip,
         bin: bin.clone(),
     };
+    let mut build_note = None;
     if !cli.no_build {
         eprintln!("==> cargo build --release -p tamizdat-distributor -p tamizdat-mirror");
         let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -214,7 +215,17 @@ fn main() -> Result<()> {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()?;
         if !st.success() {
-            bail!("building the release binaries failed");
+            // the work tree is shared: another session's half-done edit can break the build
+            if bin.join("tamizdat-distributor").is_file() && bin.join("tamizdat-mirror").is_file() {
+                eprintln!("!! building the current work tree failed; measuring the binaries already in {}", bin.display());
+                build_note = Some(format!(
+                    "`cargo build --release` of the work tree failed at the start of this run (another \
+                     session's edit in progress); the binaries already in `{}` were measured instead.",
+                    bin.display()
+                ));
+            } else {
+                bail!("building the release binaries failed");
+            }
         }
     }
     for b in ["tamizdat-distributor", "tamizdat-mirror"] {
@@ -258,6 +269,7 @@ fn main() -> Result<()> {
         busy: Vec::new(),
         anchors,
     };
+    run.notes.extend(build_note);
     let t_all = Instant::now();
     run.busy.push((
         "start".into(),
