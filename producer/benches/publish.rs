@@ -191,7 +191,7 @@ fn write_hugo_site(root: &Path, docs: &[(String, i64, Vec<String>, String)]) {
     std::fs::create_dir_all(root.join("content/posts")).unwrap();
     std::fs::write(
         root.join("hugo.toml"),
-        "baseURL = 'http://news.example/'\ntitle = 'bench'\ndisableKinds = []\n[pagination]\npagerSize = 20\n",
+        "baseURL = 'http://news.example/'\ntitle = 'bench'\npaginate = 20\n",
     )
     .unwrap();
     // A minimal theme so Hugo renders every page, list and tag page (like ours).
@@ -370,6 +370,19 @@ fn main() {
     );
 
     if a.hugo {
+        // Hugo writes no precompressed variants: time our full rebuild without them too.
+        let bin = env!("CARGO_BIN_EXE_tamizdat-producer");
+        let mut render = Command::new(bin);
+        render
+            .args(["render", "--all", "--no-precompress", "--out"])
+            .arg(root.join("out-plain"))
+            .arg("--state")
+            .arg(&state);
+        let (secs, kb, ok) = peak_rss_of(&mut render);
+        println!(
+            "render --all --no-precompress: {secs:.1} s wall, peak RSS {:.0} MiB (ok: {ok})",
+            kb as f64 / 1024.0
+        );
         let hroot = root.join("hugo");
         write_hugo_site(&hroot, &docs);
         let mut hugo = Command::new("hugo");
