@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tamizdat_protocol::{
     encode, Blob, Changeset, Chunk, ContentHash, ErrorCode, Message, Mode, Op, SiteId, SitePath,
-    Welcome, HASHES_PER_NEED, INLINE_LIMIT,
+    Welcome, HASHES_PER_NEED, INLINE_LIMIT, OPS_PER_FRAME,
 };
 use tamizdat_serve::Site;
 use tokio::sync::{mpsc, oneshot};
@@ -455,66 +455,85 @@ impl Engine {
     /// whatever the manifest does not list. `None` if a needed hash is no longer obtainable
     /// (the changeset goes back to the front of the queue).
     fn plan(&mut self, cs: Changeset) -> Result<Option<Plan>, EngineError> {
-        let gone = self
-            .conn
-            .as_ref()
-            .map(|c| c.gone.clone())
-            .unwrap_or_default();
-        let mut exec = Vec::new();
-        let mut adopted = Vec::new();
-        let mut listed = HashSet::new();
-        for op in &cs.ops {
-            match op {
-                Op::Put {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Do {
+            Skip,
+            Adopt,
+            Exec,
+        }
+        // First pass, borrowing: decide each op, and for a full resync find what is extra.
+        let mut decisions = Vec::with_capacity(cs.ops.len());
+        let mut extra: Vec<SitePath> = Vec::new();
+        {
+            let gone = &self.conn.as_ref().expect("connected").gone;
+            for op in &cs.ops {
+                let Op::Put {
                     path,
                     hash,
                     mode,
                     mtime,
                     size,
-                } => {
-                    if cs.kind == Mode::Full {
-                        listed.insert(path.clone());
-                    }
-                    if gone.contains(hash) {
-                        continue;
-                    }
-                    let held = self.store.get(path)?;
-                    if held
-                        .as_ref()
-                        .is_some_and(|h| h.hash == *hash && h.mode == *mode && h.mtime == *mtime)
-                        && fsops::existing(&self.root, path)?.is_some_and(|f| f.is_file())
-                    {
-                        continue;
-                    }
-                    if cs.kind == Mode::Full && held.is_none() {
-                        if let Some(full) = fsops::existing(&self.root, path)? {
-                            if self.stage.file_has(&full, *size, hash) {
-                                adopted.push(op.clone());
-                                continue;
-                            }
+                } = op
+                else {
+                    decisions.push(Do::Exec);
+                    continue;
+                };
+                if gone.contains(hash) {
+                    decisions.push(Do::Skip);
+                    continue;
+                }
+                let held = self.store.get(path)?;
+                if held
+                    .as_ref()
+                    .is_some_and(|h| h.hash == *hash && h.mode == *mode && h.mtime == *mtime)
+                    && fsops::existing(&self.root, path)?.is_some_and(|f| f.is_file())
+                {
+                    decisions.push(Do::Skip);
+                    continue;
+                }
+                if cs.kind == Mode::Full && held.is_none() {
+                    if let Some(full) = fsops::existing(&self.root, path)? {
+                        if self.stage.file_has(&full, *size, hash) {
+                            decisions.push(Do::Adopt);
+                            continue;
                         }
                     }
-                    if !self.obtainable(hash)? {
-                        let conn = self.conn.as_mut().expect("connected");
-                        conn.queue.push_front(cs);
-                        return Ok(None);
-                    }
-                    exec.push(op.clone());
                 }
-                _ => exec.push(op.clone()),
+                if !self.obtainable(hash)? {
+                    let conn = self.conn.as_mut().expect("connected");
+                    conn.queue.push_front(cs);
+                    return Ok(None);
+                }
+                decisions.push(Do::Exec);
+            }
+            if cs.kind == Mode::Full {
+                let listed: HashSet<&SitePath> = cs
+                    .ops
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::Put { path, .. } => Some(path),
+                        _ => None,
+                    })
+                    .collect();
+                extra = self.store.paths()?;
+                extra.retain(|p| !listed.contains(p));
+                extra.extend(
+                    self.stage
+                        .unlisted_files(&self.root, |p| listed.contains(p)),
+                );
+                extra.sort();
+                extra.dedup();
             }
         }
-        if cs.kind == Mode::Full {
-            let mut extra: Vec<SitePath> = self
-                .store
-                .paths()?
-                .into_iter()
-                .filter(|p| !listed.contains(p))
-                .collect();
-            extra.extend(self.stage.unlisted_files(&self.root, &listed));
-            extra.sort();
-            extra.dedup();
-            exec.splice(0..0, extra.into_iter().map(|path| Op::Delete { path }));
+        // Second pass: move the ops where they go.
+        let mut exec: Vec<Op> = extra.into_iter().map(|path| Op::Delete { path }).collect();
+        let mut adopted = Vec::new();
+        for (op, d) in cs.ops.into_iter().zip(decisions) {
+            match d {
+                Do::Skip => {}
+                Do::Adopt => adopted.push(op),
+                Do::Exec => exec.push(op),
+            }
         }
         Ok(Some(Plan {
             seq: cs.seq,
@@ -530,16 +549,21 @@ impl Engine {
         let sources = self
             .stage
             .prepare(&plan.exec, |h| self.local(h).ok().flatten())?;
-        let frame = encode(&Message::Changeset(Changeset {
-            seq: plan.seq,
-            base_seq: plan.base_seq,
-            produced_at_ms: 0,
-            kind: plan.kind,
-            ops: plan.exec.clone(),
-            last: true,
-        }));
         self.store.adopt(&plan.adopted)?;
-        self.store.set_pending(plan.seq, site, &frame)?;
+        // A live changeset is finished on the next start if the mirror is killed mid-way, so
+        // one publish stays one publish even when upstream is gone. A large catch-up is not
+        // copied again for that: the next connection's catch-up finishes it.
+        if plan.exec.len() <= OPS_PER_FRAME {
+            let frame = encode(&Message::Changeset(Changeset {
+                seq: plan.seq,
+                base_seq: plan.base_seq,
+                produced_at_ms: 0,
+                kind: plan.kind,
+                ops: plan.exec.clone(),
+                last: true,
+            }));
+            self.store.set_pending(plan.seq, site, &frame)?;
+        }
         let dirs = self.execute(&plan.exec, &sources)?;
         // The renames' directories and the state database flush at the same time; both are
         // durable before the ack.

@@ -5,7 +5,7 @@
 
 use crate::fsops::{self, FsError};
 use anyhow::{Context, Result};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -203,7 +203,7 @@ impl Stage {
     }
 
     /// Files under `root` (outside the mirror's own directory) that `listed` does not name.
-    pub fn unlisted_files(&self, root: &Path, listed: &HashSet<SitePath>) -> Vec<SitePath> {
+    pub fn unlisted_files(&self, root: &Path, listed: impl Fn(&SitePath) -> bool) -> Vec<SitePath> {
         walkdir::WalkDir::new(root)
             .min_depth(1)
             .into_iter()
@@ -213,7 +213,7 @@ impl Stage {
             .filter_map(|e| e.ok())
             .filter(|e| !e.file_type().is_dir())
             .filter_map(|e| SitePath::from_fs(root, e.path()).ok())
-            .filter(|p| !listed.contains(p))
+            .filter(|p| !listed(p))
             .collect()
     }
 
