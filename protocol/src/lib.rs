@@ -20,6 +20,7 @@
 //! mirror                                   distributor
 //!   ── Hello { site, mirror, secret, last_seq } ──▶   auth (hashed secret), pick a mode
 //!   ◀── Welcome { site, head_seq, mode } ──
+//!   ◀── Blob { hash, .. } ──                   (live only: new small files, pushed ahead)
 //!   ◀── Changeset { seq, kind, ops, last } ──   (one or more frames with the same seq)
 //!   ── Need { hashes } ──▶                     only hashes the mirror holds nowhere
 //!   ◀── Blob { hash, .. } | Chunk { .. } | Gone { hash } ──
@@ -28,7 +29,12 @@
 //!   ◀── Ping { nonce, head_seq } ──   ── Pong { nonce } ──▶
 //!   either side: Error { code, message }, then close
 //! ```
-//! - `Live` changesets carry moves, deletes and puts in the order to apply them.
+//! - `Live` changesets carry moves, deletes and puts in the order to apply them. Just before
+//!   one, the distributor may push `Blob`s of small files whose bytes no live file had before
+//!   (so no mirror can hold them): the mirror stages them, verified, and the changeset then
+//!   needs no `Need` round trip. Pushed blobs the next changeset does not use are discarded;
+//!   a mirror refuses more than 4,096 of them (or 64 MiB) ahead of one changeset, and any
+//!   inside a changeset's frames.
 //! - `CatchUp` (the mirror was away): one changeset, numbered with the head sequence, holding
 //!   the final state of every path changed after the mirror's `last_seq`: deletes first, then
 //!   puts. Renames arrive as delete + put of a hash the mirror already holds, so no bytes move.
