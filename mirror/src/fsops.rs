@@ -44,41 +44,36 @@ impl FsError {
 /// a directory is needed is removed (upstream replaced it; its delete may have been compacted).
 /// Returns the full path.
 pub fn prepare_parent(root: &Path, path: &SitePath) -> Result<PathBuf, FsError> {
-    let mut cur = root.to_path_buf();
-    let comps: Vec<&str> = path.components().collect();
-    for c in &comps[..comps.len() - 1] {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() => return Err(FsError::Symlink(path.clone())),
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                fs::remove_file(&cur).map_err(|e| FsError::io("remove", &cur, e))?;
-                fs::create_dir(&cur).map_err(|e| FsError::io("create directory", &cur, e))?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&cur).map_err(|e| FsError::io("create directory", &cur, e))?;
-            }
-            Err(e) => return Err(FsError::io("stat", &cur, e)),
-        }
-    }
+    walk_ancestors(root, path, true)?;
     Ok(root.join(path.as_str()))
 }
 
 /// Like [`prepare_parent`] but creates nothing: `Ok(None)` when an ancestor is missing.
 pub fn existing(root: &Path, path: &SitePath) -> Result<Option<PathBuf>, FsError> {
+    Ok(walk_ancestors(root, path, false)?.then(|| root.join(path.as_str())))
+}
+
+/// Walks `path`'s ancestors under `root`, refusing symlinks. With `create`, makes missing
+/// directories (replacing a file in the way); without, returns false at the first missing one.
+fn walk_ancestors(root: &Path, path: &SitePath, create: bool) -> Result<bool, FsError> {
     let mut cur = root.to_path_buf();
     let comps: Vec<&str> = path.components().collect();
     for c in &comps[..comps.len() - 1] {
         cur.push(c);
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() => return Err(FsError::Symlink(path.clone())),
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(FsError::io("stat", &cur, e)),
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) if !create => return Ok(false),
+            Ok(_) => fs::remove_file(&cur).map_err(|e| FsError::io("remove", &cur, e))?,
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(FsError::io("stat", &cur, e))
+            }
+            Err(_) if !create => return Ok(false),
+            Err(_) => {}
         }
+        fs::create_dir(&cur).map_err(|e| FsError::io("create directory", &cur, e))?;
     }
-    Ok(Some(root.join(path.as_str())))
+    Ok(true)
 }
 
 /// Removes whatever stands at `full` (file, symlink itself, or directory tree).

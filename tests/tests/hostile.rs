@@ -32,6 +32,15 @@ fn patched(m: &Message, good: &str, bad: &str) -> Ws {
     Ws::Binary(f.into())
 }
 
+/// A live changeset deleting `bad`, a path no encoder would produce (patched into the bytes).
+fn bad_path(bad: &str) -> Ws {
+    let good = "g".repeat(bad.len());
+    let delete = Op::Delete {
+        path: SitePath::new(good.clone()).unwrap(),
+    };
+    patched(&changeset(2, 1, Mode::Live, vec![delete]), &good, bad)
+}
+
 fn put(path: &str, bytes: &[u8]) -> Op {
     Op::Put {
         path: SitePath::new(path).unwrap(),
@@ -161,7 +170,6 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
     std::os::unix::fs::symlink(&outside, m.root.join("link")).unwrap();
 
     let evil = b"<h1>injected</h1>".to_vec();
-    let placeholder = |n: usize| "g".repeat(n);
     // Each case: what the fake distributor sends after Welcome, and the error code expected
     // back before the mirror closes.
     let cases: Vec<(&str, Vec<Ws>, Option<ErrorCode>)> = vec![
@@ -194,66 +202,22 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
         ),
         (
             "path with ..",
-            vec![patched(
-                &changeset(
-                    2,
-                    1,
-                    Mode::Live,
-                    vec![Op::Delete {
-                        path: SitePath::new(placeholder(13)).unwrap(),
-                    }],
-                ),
-                &placeholder(13),
-                "../index.html",
-            )],
+            vec![bad_path("../index.html")],
             Some(ErrorCode::Malformed),
         ),
         (
             "absolute path",
-            vec![patched(
-                &changeset(
-                    2,
-                    1,
-                    Mode::Live,
-                    vec![Op::Delete {
-                        path: SitePath::new(placeholder(11)).unwrap(),
-                    }],
-                ),
-                &placeholder(11),
-                "/etc/passwd",
-            )],
+            vec![bad_path("/etc/passwd")],
             Some(ErrorCode::Malformed),
         ),
         (
             "NUL in path",
-            vec![patched(
-                &changeset(
-                    2,
-                    1,
-                    Mode::Live,
-                    vec![Op::Delete {
-                        path: SitePath::new(placeholder(3)).unwrap(),
-                    }],
-                ),
-                &placeholder(3),
-                "a\0b",
-            )],
+            vec![bad_path("a\0b")],
             Some(ErrorCode::Malformed),
         ),
         (
             "backslash path",
-            vec![patched(
-                &changeset(
-                    2,
-                    1,
-                    Mode::Live,
-                    vec![Op::Delete {
-                        path: SitePath::new(placeholder(13)).unwrap(),
-                    }],
-                ),
-                &placeholder(13),
-                "..\\index.html",
-            )],
+            vec![bad_path("..\\index.html")],
             Some(ErrorCode::Malformed),
         ),
         (
