@@ -7,18 +7,27 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tamizdat_protocol::{Blob, ContentHash, Encoding, CHUNK_SIZE};
 
+thread_local! {
+    /// One compression context per thread, reused: making one per call costs megabytes of
+    /// short-lived allocations.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses with zstd (checksum on) when that makes the bytes smaller.
 pub fn pack(raw: &[u8]) -> (Encoding, Vec<u8>) {
     if raw.len() >= 64 {
-        let mut enc = match zstd::bulk::Compressor::new(3) {
-            Ok(e) => e,
-            Err(_) => return (Encoding::Raw, raw.to_vec()),
-        };
-        let _ = enc.include_checksum(true);
-        if let Ok(z) = enc.compress(raw) {
-            if z.len() < raw.len() {
-                return (Encoding::Zstd, z);
+        let packed = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                let mut enc = zstd::bulk::Compressor::new(3).ok()?;
+                enc.include_checksum(true).ok()?;
+                *c = Some(enc);
             }
+            c.as_mut()?.compress(raw).ok()
+        });
+        if let Some(z) = packed.filter(|z| z.len() < raw.len()) {
+            return (Encoding::Zstd, z);
         }
     }
     (Encoding::Raw, raw.to_vec())

@@ -17,8 +17,9 @@ pub struct Published {
     pub produced_at_ms: u64,
     /// Empty when the changeset is too big to send inline: catch up from the index.
     pub frames: Vec<tokio_tungstenite::tungstenite::Bytes>,
-    /// Blobs of new small files, sent just before `frames` so a mirror need not ask.
-    pub pushed: Vec<tokio_tungstenite::tungstenite::Bytes>,
+    /// New small files whose blobs go just before `frames`, so a mirror need not ask. Only
+    /// hashes: the bytes stay in the blob cache, not in every slot of the live queue.
+    pub pushed: Vec<ContentHash>,
 }
 
 /// The head as last committed: (sequence, produced at ms).
@@ -64,11 +65,7 @@ impl Hub {
     /// Sends a committed changeset to every session, preceded by the blobs of `push` (new
     /// small files whose bytes are in the cache).
     pub fn publish(&self, seq: u64, produced_at_ms: u64, ops: Vec<Op>, push: &[ContentHash]) {
-        let pushed = push
-            .iter()
-            .filter_map(|h| self.cache.get(h))
-            .map(|b| encode(&Message::Blob((*b).clone())).into())
-            .collect();
+        let pushed = push.to_vec();
         let frames = changeset_frames(seq, seq - 1, produced_at_ms, Mode::Live, ops, true);
         self.head.send_replace((seq, produced_at_ms));
         let _ = self.live.send(Arc::new(Published {

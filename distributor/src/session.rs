@@ -333,8 +333,11 @@ impl Session {
                         self.set_mode("live");
                     }
                     Ok(cs) => {
-                        for f in cs.pushed.iter() {
-                            self.send(f.clone(), true).await?;
+                        for h in &cs.pushed {
+                            // Evicted from the cache already: the mirror will ask for it.
+                            if let Some(b) = self.ctx.hub.cache.get(h) {
+                                self.send(encode(&Message::Blob((*b).clone())).into(), true).await?;
+                            }
                         }
                         for f in cs.frames.iter() {
                             self.send(f.clone(), false).await?;

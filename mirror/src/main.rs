@@ -88,6 +88,11 @@ struct Run {
 }
 
 fn main() -> ExitCode {
+    // Two malloc arenas, not eight per core: see the distributor's main.
+    // SAFETY: mallopt only adjusts the allocator's tuning; called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let Cmd::Run(r) = Cli::parse().cmd;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -7,7 +7,7 @@ use crate::fsops::{self, FsError};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use tamizdat_protocol::{
     Blob, Chunk, ContentHash, Encoding, ErrorCode, Op, SitePath, CHUNK_SIZE, RESERVED_PREFIX,
@@ -301,6 +301,12 @@ impl Stage {
     }
 }
 
+thread_local! {
+    /// One decompression context, reused: a new one per blob costs megabytes of allocations.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Decodes a blob or chunk, never producing more than `limit` bytes (a zstd bomb is refused).
 fn unpack(enc: Encoding, data: &[u8], limit: usize) -> Result<Vec<u8>, EngineError> {
     match enc {
@@ -310,18 +316,24 @@ fn unpack(enc: Encoding, data: &[u8], limit: usize) -> Result<Vec<u8>, EngineErr
             }
             Ok(data.to_vec())
         }
-        Encoding::Zstd => {
-            let mut out = Vec::new();
-            let mut dec = zstd::stream::read::Decoder::new(data)
-                .map_err(|e| bad(ErrorCode::Malformed, format!("bad zstd data: {e}")))?;
-            (&mut dec)
-                .take(limit as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| bad(ErrorCode::Malformed, format!("bad zstd data: {e}")))?;
-            if out.len() > limit {
-                return Err(bad(ErrorCode::HashMismatch, "more bytes than announced"));
+        Encoding::Zstd => DECOMPRESSOR.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(
+                    zstd::bulk::Decompressor::new()
+                        .map_err(|e| EngineError::Local(anyhow::anyhow!("zstd context: {e}")))?,
+                );
             }
-            Ok(out)
-        }
+            // Refuses output beyond `limit` without producing it.
+            d.as_mut()
+                .expect("made above")
+                .decompress(data, limit)
+                .map_err(|e| {
+                    bad(
+                        ErrorCode::HashMismatch,
+                        format!("bad or oversized zstd data: {e}"),
+                    )
+                })
+        }),
     }
 }
