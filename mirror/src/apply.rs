@@ -69,9 +69,20 @@ struct Conn {
     /// Requested hashes and their sizes.
     wanted: HashMap<ContentHash, u64>,
     gone: HashSet<ContentHash>,
+    /// The front changeset's sequence and the requested hashes it still waits for.
+    front: Option<(u64, HashSet<ContentHash>)>,
     /// Blobs pushed ahead of the changeset that needs them, and their bytes.
     pushed: HashSet<ContentHash>,
     pushed_bytes: u64,
+}
+
+impl Conn {
+    /// Requested bytes arrived (or are gone): the front changeset no longer waits for them.
+    fn arrived(&mut self, hash: &ContentHash) {
+        if let Some((_, waiting)) = &mut self.front {
+            waiting.remove(hash);
+        }
+    }
 }
 
 /// Pushed blobs accepted ahead of one changeset, at most.
@@ -133,6 +144,7 @@ impl Engine {
                         gone: HashSet::new(),
                         pushed: HashSet::new(),
                         pushed_bytes: 0,
+                        front: None,
                     });
                 }
                 Input::Disconnected(done) => {
@@ -206,6 +218,7 @@ impl Engine {
             Message::Chunk(c) => self.chunk(c),
             Message::Gone { hash } => {
                 let conn = self.conn.as_mut().expect("connected");
+                conn.arrived(&hash);
                 if conn.wanted.remove(&hash).is_none() {
                     return Err(peer(ErrorCode::Protocol, "Gone for a hash never asked for"));
                 }
@@ -308,6 +321,7 @@ impl Engine {
         };
         self.stage.whole_exact(&b, size)?;
         conn.wanted.remove(&b.hash);
+        conn.arrived(&b.hash);
         self.try_apply()
     }
 
@@ -318,6 +332,7 @@ impl Engine {
         };
         if self.stage.piece(&c, size)? {
             conn.wanted.remove(&c.hash);
+            conn.arrived(&c.hash);
             self.try_apply()?;
         }
         Ok(())
@@ -377,6 +392,7 @@ impl Engine {
         for chunk in need.chunks(HASHES_PER_NEED) {
             for (h, s) in chunk {
                 conn.wanted.insert(*h, *s);
+                conn.front = None;
             }
             let _ = self.out.send(Output::Send(Message::Need {
                 hashes: chunk.iter().map(|(h, _)| *h).collect(),
@@ -389,10 +405,10 @@ impl Engine {
     fn try_apply(&mut self) -> Result<(), EngineError> {
         loop {
             let conn = self.conn.as_ref().expect("connected");
-            let Some(cs) = conn.queue.front() else {
+            if conn.queue.is_empty() {
                 return Ok(());
-            };
-            if !conn.wanted.is_empty() && self.waits_on_wanted(cs) {
+            }
+            if !conn.wanted.is_empty() && self.waits_on_wanted() {
                 return Ok(());
             }
             let cs = self
@@ -413,12 +429,26 @@ impl Engine {
         }
     }
 
-    fn waits_on_wanted(&self, cs: &Changeset) -> bool {
-        let conn = self.conn.as_ref().expect("connected");
-        cs.ops.iter().any(|op| match op {
-            Op::Put { hash, .. } => conn.wanted.contains_key(hash),
-            _ => false,
-        })
+    /// True while the front changeset still waits for requested bytes. The set of what it
+    /// waits for is worked out once per changeset and shrinks as bytes arrive, so a full
+    /// resync of n files costs O(n), not O(n) per arriving file.
+    fn waits_on_wanted(&mut self) -> bool {
+        let conn = self.conn.as_mut().expect("connected");
+        let Some(cs) = conn.queue.front() else {
+            return false;
+        };
+        if conn.front.as_ref().map(|f| f.0) != Some(cs.seq) {
+            let waiting = cs
+                .ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Put { hash, .. } if conn.wanted.contains_key(hash) => Some(*hash),
+                    _ => None,
+                })
+                .collect();
+            conn.front = Some((cs.seq, waiting));
+        }
+        conn.front.as_ref().is_some_and(|f| !f.1.is_empty())
     }
 }
 
