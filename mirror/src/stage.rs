@@ -15,6 +15,9 @@ use tamizdat_protocol::{
 
 use crate::apply::EngineError;
 
+/// Up to this many prepared files are fsynced one by one; more, with one syncfs.
+const SYNC_ONE_BY_ONE: usize = 8;
+
 /// The mirror's own directory under the root; the HTTP side never serves it.
 pub const OWN_DIR: &str = ".tamizdat";
 
@@ -231,6 +234,11 @@ impl Stage {
             }
         }
         let mut out = Vec::with_capacity(ops.len());
+        // Few files: each is fsynced through its open handle. Many: the handles are closed as
+        // they go (a full resync may prepare 100,000 files, far more than a process may hold
+        // open) and one syncfs flushes them all.
+        let puts = ops.iter().filter(|op| matches!(op, Op::Put { .. })).count();
+        let one_by_one = puts <= SYNC_ONE_BY_ONE;
         let mut made = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let Op::Put {
@@ -273,18 +281,20 @@ impl Stage {
                 .map_err(io("chmod", &dst))?;
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs((*mtime).max(0) as u64);
             f.set_modified(t).map_err(io("set mtime", &dst))?;
-            made.push(f);
+            if one_by_one {
+                made.push(f);
+            }
             out.push(Some(dst));
         }
         // The bytes must be on disk before they are renamed into the served tree. The staging
         // directory's own entries need no fsync: they only matter to a restart after a kill,
         // and a kill leaves the page cache intact.
-        if made.len() > 8 {
-            fsops::sync_fs(&self.dir)?;
-        } else {
+        if one_by_one {
             for f in &made {
                 f.sync_data().map_err(io("fsync", &self.dir))?;
             }
+        } else {
+            fsops::sync_fs(&self.dir)?;
         }
         Ok(out)
     }

@@ -302,6 +302,39 @@ impl Mirror {
         Self::start_at(dir, name, token, &dir.join(format!("{name}-root")), extra)
     }
 
+    /// Like [`Mirror::start`], letting `setup` adjust the command (limits, environment).
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        token: &str,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Mirror {
+        let root = dir.join(format!("{name}-root"));
+        let state = dir.join(format!("{name}-state"));
+        let mut cmd = Command::new(bin("tamizdat-mirror"));
+        cmd.arg("run")
+            .args(["--join", token, "--listen", "127.0.0.1:0"])
+            .arg("--root")
+            .arg(&root)
+            .arg("--state")
+            .arg(&state)
+            .args(extra);
+        setup(&mut cmd);
+        let proc = Proc::spawn(name, dir, &mut cmd);
+        let http = proc.line("http listening on").parse().expect("addr");
+        Mirror {
+            name: name.to_owned(),
+            proc,
+            root,
+            state,
+            http,
+            token: token.to_owned(),
+            dir: dir.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     /// Like [`Mirror::start`], with the served tree at `root`.
     pub fn start_at(dir: &Path, name: &str, token: &str, root: &Path, extra: &[&str]) -> Mirror {
         let root = root.to_path_buf();

@@ -150,3 +150,35 @@ fn a_changeset_too_big_to_stream_inline_arrives_by_catch_up() {
         m.proc.log_text().contains("CatchUp")
     });
 }
+
+#[test]
+fn a_full_resync_of_more_files_than_the_open_file_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    for i in 0..600u64 {
+        let p = src.join(format!("{}/{i}.html", i % 10));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, page(i, 500)).unwrap();
+    }
+    let d = Distributor::start(tmp.path(), &src, &[]);
+    let t = d.add_mirror("m1");
+    // The mirror may hold at most 256 files open: it must never keep one per staged file.
+    let m = Mirror::start_with(tmp.path(), "m1", &t, &[], |c| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit in the child before exec touches only the child.
+        unsafe {
+            c.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    converge(&src, &[&m], Duration::from_secs(60));
+    assert!(!m.proc.log_text().contains("Too many open files"));
+}
