@@ -312,14 +312,8 @@ impl Mirror {
     ) -> Mirror {
         let root = dir.join(format!("{name}-root"));
         let state = dir.join(format!("{name}-state"));
-        let mut cmd = Command::new(bin("tamizdat-mirror"));
-        cmd.arg("run")
-            .args(["--join", token, "--listen", "127.0.0.1:0"])
-            .arg("--root")
-            .arg(&root)
-            .arg("--state")
-            .arg(&state)
-            .args(extra);
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut cmd = Self::command(token, &root, &state, "127.0.0.1:0", &extra);
         setup(&mut cmd);
         let proc = Proc::spawn(name, dir, &mut cmd);
         let http = proc.line("http listening on").parse().expect("addr");
@@ -331,7 +325,7 @@ impl Mirror {
             http,
             token: token.to_owned(),
             dir: dir.to_owned(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
         }
     }
 
@@ -365,17 +359,22 @@ impl Mirror {
         let proc = Proc::spawn(
             name,
             dir,
-            Command::new(bin("tamizdat-mirror"))
-                .arg("run")
-                .args(["--join", token, "--listen", listen])
-                .arg("--root")
-                .arg(root)
-                .arg("--state")
-                .arg(state)
-                .args(extra),
+            &mut Self::command(token, root, state, listen, extra),
         );
         let http = proc.line("http listening on").parse().expect("addr");
         (proc, http)
+    }
+
+    fn command(token: &str, root: &Path, state: &Path, listen: &str, extra: &[String]) -> Command {
+        let mut cmd = Command::new(bin("tamizdat-mirror"));
+        cmd.arg("run")
+            .args(["--join", token, "--listen", listen])
+            .arg("--root")
+            .arg(root)
+            .arg("--state")
+            .arg(state)
+            .args(extra);
+        cmd
     }
 
     /// Starts the mirror again (after a kill), on the same HTTP port.

@@ -267,74 +267,32 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
     }
 
     // A blob whose bytes do not match the hash it was asked for.
-    let (mut ws, _) = accept(&l).await;
-    ws.send(welcome(2, Mode::Live)).await.unwrap();
-    ws.send(frame(&changeset(
-        2,
-        1,
-        Mode::Live,
-        vec![put("index.html", &evil)],
-    )))
-    .await
-    .unwrap();
-    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
-    ws.send(frame(&Message::Blob(Blob {
+    let other = Blob {
         hash: ContentHash::of(&evil),
         encoding: Encoding::Raw,
         data: b"<h1>other bytes</h1>".to_vec(),
-    })))
-    .await
-    .unwrap();
-    assert_eq!(
-        error_from(&mut ws).await.map(|e| e.0),
-        Some(ErrorCode::HashMismatch)
-    );
+    };
+    let e = answer_need(&l, put("index.html", &evil), other).await;
+    assert_eq!(e.map(|e| e.0), Some(ErrorCode::HashMismatch));
 
     // A zstd bomb: far more bytes than announced.
-    let (mut ws, _) = accept(&l).await;
-    ws.send(welcome(2, Mode::Live)).await.unwrap();
-    ws.send(frame(&changeset(
-        2,
-        1,
-        Mode::Live,
-        vec![put("index.html", &evil)],
-    )))
-    .await
-    .unwrap();
-    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
-    let bomb = zstd_bomb();
-    ws.send(frame(&Message::Blob(Blob {
+    let bomb = Blob {
         hash: ContentHash::of(&evil),
         encoding: Encoding::Zstd,
-        data: bomb,
-    })))
-    .await
-    .unwrap();
-    assert_eq!(
-        error_from(&mut ws).await.map(|e| e.0),
-        Some(ErrorCode::HashMismatch)
-    );
+        data: zstd_bomb(),
+    };
+    let e = answer_need(&l, put("index.html", &evil), bomb).await;
+    assert_eq!(e.map(|e| e.0), Some(ErrorCode::HashMismatch));
 
     // A path through a symlink the mirror's root happens to hold.
-    let (mut ws, _) = accept(&l).await;
-    ws.send(welcome(2, Mode::Live)).await.unwrap();
-    ws.send(frame(&changeset(
-        2,
-        1,
-        Mode::Live,
-        vec![put("link/owned.html", &evil)],
-    )))
-    .await
-    .unwrap();
-    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
-    ws.send(frame(&Message::Blob(Blob {
+    let real = Blob {
         hash: ContentHash::of(&evil),
         encoding: Encoding::Raw,
         data: evil.clone(),
-    })))
-    .await
-    .unwrap();
-    let e = error_from(&mut ws).await.expect("an error");
+    };
+    let e = answer_need(&l, put("link/owned.html", &evil), real)
+        .await
+        .expect("an error");
     assert!(e.1.contains("symlink"), "{e:?}");
 
     // Nothing was written outside the root, the served page is intact, the mirror still runs.
@@ -353,6 +311,19 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
         tail(&log, 3000)
     );
     assert!(!log.contains("panicked"), "{}", tail(&log, 3000));
+}
+
+/// On the mirror's next connection: a live changeset with one put; when the mirror asks for its
+/// bytes, answers with `blob`; returns the error the mirror closes with.
+async fn answer_need(l: &TcpListener, op: Op, blob: Blob) -> Option<(ErrorCode, String)> {
+    let (mut ws, _) = accept(l).await;
+    ws.send(welcome(2, Mode::Live)).await.unwrap();
+    ws.send(frame(&changeset(2, 1, Mode::Live, vec![op])))
+        .await
+        .unwrap();
+    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
+    ws.send(frame(&Message::Blob(blob))).await.unwrap();
+    error_from(&mut ws).await
 }
 
 /// 8 MiB of zeros, which zstd packs into a few hundred bytes.
