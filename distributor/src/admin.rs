@@ -44,48 +44,58 @@ async fn metrics(State(a): State<Admin>) -> Response {
     let mut out = String::new();
     a.hub.metrics.render(&mut out);
     if let Ok(s) = snapshot(&a).await {
-        use std::fmt::Write;
-        let _ = writeln!(
-            out,
-            "# HELP tamizdat_head_seq Sequence of the newest changeset."
+        gauge(
+            &mut out,
+            "head_seq",
+            "Sequence of the newest changeset.",
+            [(None, s.head_seq as f64)],
         );
-        let _ = writeln!(out, "# TYPE tamizdat_head_seq gauge");
-        let _ = writeln!(out, "tamizdat_head_seq {}", s.head_seq);
-        let _ = writeln!(
-            out,
-            "# HELP tamizdat_mirror_lag_changes Changes a mirror has not acknowledged."
+        let per_mirror = |f: fn(&crate::status::MirrorStatus) -> f64| {
+            s.mirrors
+                .iter()
+                .map(move |m| (Some(m.name.as_str()), f(m)))
+                .collect::<Vec<_>>()
+        };
+        gauge(
+            &mut out,
+            "mirror_lag_changes",
+            "Changes a mirror has not acknowledged.",
+            per_mirror(|m| m.lag_changes as f64),
         );
-        let _ = writeln!(out, "# TYPE tamizdat_mirror_lag_changes gauge");
-        for m in &s.mirrors {
-            let _ = writeln!(
-                out,
-                "tamizdat_mirror_lag_changes{{mirror=\"{}\"}} {}",
-                m.name, m.lag_changes
-            );
-        }
-        let _ = writeln!(out, "# HELP tamizdat_mirror_lag_seconds Age of the oldest change a mirror has not acknowledged.");
-        let _ = writeln!(out, "# TYPE tamizdat_mirror_lag_seconds gauge");
-        for m in &s.mirrors {
-            let _ = writeln!(
-                out,
-                "tamizdat_mirror_lag_seconds{{mirror=\"{}\"}} {}",
-                m.name, m.lag_seconds
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tamizdat_mirror_connected 1 while the mirror is connected."
+        gauge(
+            &mut out,
+            "mirror_lag_seconds",
+            "Age of the oldest change a mirror has not acknowledged.",
+            per_mirror(|m| m.lag_seconds),
         );
-        let _ = writeln!(out, "# TYPE tamizdat_mirror_connected gauge");
-        for m in &s.mirrors {
-            let _ = writeln!(
-                out,
-                "tamizdat_mirror_connected{{mirror=\"{}\"}} {}",
-                m.name, m.connected as u8
-            );
-        }
+        gauge(
+            &mut out,
+            "mirror_connected",
+            "1 while the mirror is connected.",
+            per_mirror(|m| m.connected as u8 as f64),
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// One Prometheus gauge: help, type, and a sample per (mirror label, value).
+fn gauge<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Option<&'a str>, f64)>,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP tamizdat_{name} {help}");
+    let _ = writeln!(out, "# TYPE tamizdat_{name} gauge");
+    for (mirror, v) in samples {
+        // Mirror names are restricted to [A-Za-z0-9._-]: nothing to escape in the label.
+        match mirror {
+            Some(m) => writeln!(out, "tamizdat_{name}{{mirror=\"{m}\"}} {v}"),
+            None => writeln!(out, "tamizdat_{name} {v}"),
+        }
+        .ok();
+    }
 }
 
 async fn page(State(a): State<Admin>) -> Response {

@@ -358,6 +358,15 @@ impl Txn<'_> {
         Ok(st.exists([&hash.0[..]])?)
     }
 
+    /// True when some live path lies strictly under directory `dir`.
+    pub fn has_under(&self, dir: &SitePath) -> Result<bool> {
+        let (lo, hi) = prefix_range(dir);
+        let mut st = self.tx.prepare_cached(
+            "SELECT 1 FROM files WHERE path > ?1 AND path < ?2 AND deleted = 0 LIMIT 1",
+        )?;
+        Ok(st.exists([lo, hi])?)
+    }
+
     /// Live paths strictly under directory `dir`, in path order.
     pub fn under(&self, dir: &SitePath) -> Result<Vec<(SitePath, Entry)>> {
         let (lo, hi) = prefix_range(dir);

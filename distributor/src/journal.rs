@@ -232,7 +232,7 @@ impl Plan<'_> {
                 .tx
                 .get(&f)?
                 .is_some_and(|e| e.same_file(&Stat::of(&m)) && e.mode == Stat::of(&m).mode),
-            Ok(m) if m.is_dir() => self.tx.get(&f)?.is_none() && !self.tx.under(&f)?.is_empty(),
+            Ok(m) if m.is_dir() => self.tx.get(&f)?.is_none() && self.tx.has_under(&f)?,
             _ => false,
         };
         if !same || t.starts_with(&f) {
@@ -260,7 +260,7 @@ impl Plan<'_> {
         };
         match std::fs::symlink_metadata(abs) {
             Ok(m) if m.is_file() => {
-                if !self.tx.under(&sp)?.is_empty() {
+                if self.tx.has_under(&sp)? {
                     self.delete(sp.clone(), true)?;
                 }
                 let stat = Stat::of(&m);
@@ -321,7 +321,7 @@ impl Plan<'_> {
     fn gone(&mut self, sp: SitePath) -> Result<()> {
         if self.tx.get(&sp)?.is_some() {
             self.delete(sp, false)
-        } else if !self.tx.under(&sp)?.is_empty() {
+        } else if self.tx.has_under(&sp)? {
             self.delete(sp, true)
         } else {
             Ok(())

@@ -311,30 +311,29 @@ impl Mirror {
         setup: impl FnOnce(&mut Command),
     ) -> Mirror {
         let root = dir.join(format!("{name}-root"));
+        Self::launch(dir, name, token, &root, extra, setup)
+    }
+
+    /// Like [`Mirror::start`], with the served tree at `root`.
+    pub fn start_at(dir: &Path, name: &str, token: &str, root: &Path, extra: &[&str]) -> Mirror {
+        Self::launch(dir, name, token, root, extra, |_| {})
+    }
+
+    fn launch(
+        dir: &Path,
+        name: &str,
+        token: &str,
+        root: &Path,
+        extra: &[&str],
+        setup: impl FnOnce(&mut Command),
+    ) -> Mirror {
+        let root = root.to_path_buf();
         let state = dir.join(format!("{name}-state"));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut cmd = Self::command(token, &root, &state, "127.0.0.1:0", &extra);
         setup(&mut cmd);
         let proc = Proc::spawn(name, dir, &mut cmd);
         let http = proc.line("http listening on").parse().expect("addr");
-        Mirror {
-            name: name.to_owned(),
-            proc,
-            root,
-            state,
-            http,
-            token: token.to_owned(),
-            dir: dir.to_owned(),
-            extra,
-        }
-    }
-
-    /// Like [`Mirror::start`], with the served tree at `root`.
-    pub fn start_at(dir: &Path, name: &str, token: &str, root: &Path, extra: &[&str]) -> Mirror {
-        let root = root.to_path_buf();
-        let state = dir.join(format!("{name}-state"));
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (proc, http) = Self::spawn(dir, name, token, &root, &state, "127.0.0.1:0", &extra);
         Mirror {
             name: name.to_owned(),
             proc,
