@@ -8,7 +8,9 @@ use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tamizdat_protocol::{encode, Changeset, ContentHash, Message, Mode, Op, OPS_PER_FRAME};
+use tamizdat_protocol::{
+    encode, Changeset, ContentHash, Link, Message, Mode, Op, Proof, OPS_PER_FRAME,
+};
 use tokio::sync::{broadcast, watch, Notify};
 
 /// One changeset, ready to send.
@@ -20,6 +22,9 @@ pub struct Published {
     /// New small files whose blobs go just before `frames`, so a mirror need not ask. Only
     /// hashes: the bytes stay in the blob cache, not in every slot of the live queue.
     pub pushed: Vec<ContentHash>,
+    /// The chain link a mirror holds once it applied this changeset (unused when `frames` is
+    /// empty: the catch-up carries its own).
+    pub link: Link,
 }
 
 /// The head as last committed: (sequence, produced at ms).
@@ -64,15 +69,23 @@ impl Hub {
 
     /// Sends a committed changeset to every session, preceded by the blobs of `push` (new
     /// small files whose bytes are in the cache).
-    pub fn publish(&self, seq: u64, produced_at_ms: u64, ops: Vec<Op>, push: &[ContentHash]) {
+    pub fn publish(
+        &self,
+        seq: u64,
+        produced_at_ms: u64,
+        ops: Vec<Op>,
+        push: &[ContentHash],
+        proof: Proof,
+    ) {
         let pushed = push.to_vec();
-        let frames = changeset_frames(seq, seq - 1, produced_at_ms, Mode::Live, ops, true);
+        let frames = changeset_frames(seq, seq - 1, produced_at_ms, Mode::Live, ops, Some(proof));
         self.head.send_replace((seq, produced_at_ms));
         let _ = self.live.send(Arc::new(Published {
             seq,
             produced_at_ms,
             frames,
             pushed,
+            link: proof.next,
         }));
     }
 
@@ -85,6 +98,7 @@ impl Hub {
             produced_at_ms,
             frames: Vec::new(),
             pushed: Vec::new(),
+            link: [0; 32],
         }));
     }
 
@@ -184,7 +198,7 @@ pub fn changeset_frames(
     produced_at_ms: u64,
     kind: Mode,
     mut ops: Vec<Op>,
-    complete: bool,
+    proof: Option<Proof>,
 ) -> Vec<tokio_tungstenite::tungstenite::Bytes> {
     let mut frames = Vec::new();
     loop {
@@ -194,7 +208,7 @@ pub fn changeset_frames(
             Vec::new()
         };
         let end = rest.is_empty();
-        let last = end && complete;
+        let last = end && proof.is_some();
         frames.push(
             encode(&Message::Changeset(Changeset {
                 seq,
@@ -203,6 +217,7 @@ pub fn changeset_frames(
                 kind,
                 ops,
                 last,
+                proof: if last { proof } else { None },
             }))
             .into(),
         );

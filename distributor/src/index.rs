@@ -4,9 +4,9 @@
 //!
 //! Schema (SQLite, WAL, `synchronous=FULL`; inspect with `sqlite3 STATE/index.db`):
 //! ```sql
-//! meta(key TEXT PRIMARY KEY, value)            -- schema, site, head, horizon
+//! meta(key TEXT PRIMARY KEY, value)            -- schema, site, head, horizon, link
 //! files(path TEXT PRIMARY KEY, hash BLOB, size, mode, mtime_ns, ino, seq, deleted)
-//! changesets(seq INTEGER PRIMARY KEY, produced_at_ms, ops)
+//! changesets(seq INTEGER PRIMARY KEY, produced_at_ms, ops, link)
 //! mirrors(name TEXT PRIMARY KEY, secret_hash BLOB, created_ms, revoked, acked_seq,
 //!         last_seen_ms, bytes_sent)
 //! ```
@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use tamizdat_protocol::{ContentHash, Op, SiteId, SitePath};
+use tamizdat_protocol::{ContentHash, Link, Op, SiteId, SitePath, GENESIS};
 
 const SCHEMA_VERSION: i64 = 1;
 const DB_FILE: &str = "index.db";
@@ -127,6 +127,13 @@ impl Index {
                 last_seen_ms INTEGER NOT NULL DEFAULT 0, bytes_sent INTEGER NOT NULL DEFAULT 0);",
         )
         .context("Failed to create the index schema")?;
+        // Chain links per changeset (added with signed changesets; older rows have none).
+        let has_link: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('changesets') WHERE name = 'link'")?
+            .exists([])?;
+        if !has_link {
+            conn.execute_batch("ALTER TABLE changesets ADD COLUMN link BLOB")?;
+        }
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
                 r.get(0)
@@ -216,19 +223,37 @@ impl Index {
         })
     }
 
+    /// The hash-chain link after changeset `seq`, while the journal still records it.
+    pub fn link_at(&self, seq: u64) -> Result<Option<Link>> {
+        if seq == 0 {
+            return Ok(Some(GENESIS));
+        }
+        self.with(|c| {
+            let v: Option<Option<Vec<u8>>> = c
+                .query_row(
+                    "SELECT link FROM changesets WHERE seq = ?1",
+                    [seq as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(v.flatten().and_then(|v| v.try_into().ok()))
+        })
+    }
+
     /// A consistent snapshot for a mirror at `since` (0 = everything): the head it brings the
-    /// mirror to, and the ops, deletes first. `f` receives the ops in batches so a large site
-    /// never sits in memory whole.
+    /// mirror to and that head's link, and the ops, deletes first. `f` receives the ops in
+    /// batches so a large site never sits in memory whole.
     pub fn snapshot(
         &self,
         since: Option<u64>,
         batch: usize,
         mut f: impl FnMut(u64, Vec<Op>) -> Result<()>,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Link)> {
         self.with(|c| {
             c.execute_batch("BEGIN")?;
             let out = (|| {
                 let (head_seq, _) = head(c)?;
+                let head_link = link(c)?;
                 let mut ops = Vec::with_capacity(batch);
                 let mut flush = |ops: &mut Vec<Op>, force: bool| -> Result<()> {
                     if ops.len() >= batch || (force && !ops.is_empty()) {
@@ -276,7 +301,7 @@ impl Index {
                     flush(&mut ops, false)?;
                 }
                 flush(&mut ops, true)?;
-                Ok(head_seq)
+                Ok((head_seq, head_link))
             })();
             c.execute_batch("COMMIT")?;
             out
@@ -290,6 +315,19 @@ fn head(c: &Connection) -> Result<(u64, u64)> {
         r.get(0)
     })?;
     Ok((h as u64, z as u64))
+}
+
+/// The head's link; a state made before changesets were signed starts the chain at zero.
+fn link(c: &Connection) -> Result<Link> {
+    let v: Option<Vec<u8>> = c
+        .query_row("SELECT value FROM meta WHERE key='link'", [], |r| r.get(0))
+        .optional()?;
+    match v {
+        None => Ok(GENESIS),
+        Some(v) => v
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the index's chain link is damaged")),
+    }
 }
 
 fn hash_col(b: &[u8]) -> Result<ContentHash> {
@@ -315,6 +353,10 @@ impl Writer {
 
     pub fn head(&self) -> Result<(u64, u64)> {
         head(&self.conn)
+    }
+
+    pub fn link(&self) -> Result<Link> {
+        link(&self.conn)
     }
 
     /// Drops tombstones and changeset records older than `keep` changes before the head; a
@@ -478,13 +520,17 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Records the changeset and the new head, then commits durably. `seq: None` commits
-    /// only metadata (touched files), with no new sequence.
-    pub fn commit(self, seq: Option<u64>, produced_at_ms: u64, ops: usize) -> Result<()> {
-        if let Some(seq) = seq {
+    /// Records the changeset, the new head and its link, then commits durably. `seq: None`
+    /// commits only metadata (touched files), with no new sequence.
+    pub fn commit(self, seq: Option<(u64, Link)>, produced_at_ms: u64, ops: usize) -> Result<()> {
+        if let Some((seq, link)) = seq {
             self.tx.execute(
-                "INSERT INTO changesets(seq, produced_at_ms, ops) VALUES (?1, ?2, ?3)",
-                params![seq as i64, produced_at_ms as i64, ops as i64],
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('link', ?1)",
+                [&link[..]],
+            )?;
+            self.tx.execute(
+                "INSERT INTO changesets(seq, produced_at_ms, ops, link) VALUES (?1, ?2, ?3, ?4)",
+                params![seq as i64, produced_at_ms as i64, ops as i64, &link[..]],
             )?;
             self.tx.execute(
                 "UPDATE meta SET value = ?1 WHERE key = 'head'",

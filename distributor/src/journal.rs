@@ -12,12 +12,13 @@ use crate::hashing::{hash_file, hash_many, Hashed};
 use crate::hub::Hub;
 use crate::ignore::Ignore;
 use crate::index::{now_ms, Entry, RowChange, Stat, Txn, Writer};
+use crate::keys::Signing;
 use crate::metrics::add;
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tamizdat_protocol::{ContentHash, Op, SitePath};
+use tamizdat_protocol::{sign, ContentHash, Link, Mode, Op, OpsDigest, Proof, SitePath};
 use tracing::{debug, warn};
 
 /// Files hashed together during a walk.
@@ -53,6 +54,7 @@ pub struct Journal {
     retention: u64,
     /// Larger changesets are announced, not sent: mirrors catch up from the index.
     max_inline_ops: usize,
+    signing: Arc<Signing>,
 }
 
 impl Journal {
@@ -63,6 +65,7 @@ impl Journal {
         hub: Arc<Hub>,
         retention: u64,
         max_inline_ops: usize,
+        signing: Arc<Signing>,
     ) -> Self {
         Self {
             root,
@@ -71,6 +74,7 @@ impl Journal {
             hub,
             retention,
             max_inline_ops,
+            signing,
         }
     }
 
@@ -78,8 +82,9 @@ impl Journal {
     pub fn apply(&mut self, batch: Batch) -> Result<Option<u64>> {
         let (head, _) = self.writer.head()?;
         let seq = head + 1;
+        let prev = self.writer.link()?;
         let hub = self.hub.clone();
-        let Some(planned) = self.plan(batch, seq, &hub)? else {
+        let Some(planned) = self.plan(batch, seq, prev, &hub)? else {
             return Ok(None);
         };
         let produced = now_ms();
@@ -96,7 +101,7 @@ impl Journal {
         if planned.count > self.max_inline_ops {
             hub.publish_catch_up(seq, produced);
         } else {
-            hub.publish(seq, produced, planned.ops, &push);
+            hub.publish(seq, produced, planned.ops, &push, planned.proof);
         }
         if seq % 1024 == 0 {
             let n = self.writer.compact(self.retention)?;
@@ -108,7 +113,7 @@ impl Journal {
     }
 
     /// Plans a batch against the index and commits it as `seq`; `None` when nothing changed.
-    fn plan(&mut self, batch: Batch, seq: u64, hub: &Hub) -> Result<Option<Planned>> {
+    fn plan(&mut self, batch: Batch, seq: u64, prev: Link, hub: &Hub) -> Result<Option<Planned>> {
         let tx = self.writer.begin()?;
         let mut plan = Plan {
             root: &self.root,
@@ -149,11 +154,26 @@ impl Journal {
             tx.commit(None, 0, 0)?;
             return Ok(None);
         }
-        tx.commit(Some(seq), now_ms(), count)?;
         let mut ops = moves;
         ops.extend(deletes);
         ops.extend(puts);
-        Ok(Some(Planned { ops, small, count }))
+        // Linked and signed before anything is sent. A changeset too big to send inline has
+        // no ops here, and is digested as none: mirrors reach past it by a signed catch-up.
+        let mut digest = OpsDigest::new();
+        digest.add_all(&ops);
+        let ops_digest = digest.finish();
+        let site = self.signing.site;
+        let next = sign::link(site, seq, &prev, &ops_digest);
+        tx.commit(Some((seq, next)), now_ms(), count)?;
+        let proof = self
+            .signing
+            .proof(seq, seq - 1, Mode::Live, prev, ops_digest, next);
+        Ok(Some(Planned {
+            ops,
+            small,
+            count,
+            proof,
+        }))
     }
 }
 
@@ -166,6 +186,7 @@ struct Planned {
     /// those bytes before.
     small: Vec<(ContentHash, Vec<u8>, bool)>,
     count: usize,
+    proof: Proof,
 }
 
 struct Plan<'a> {

@@ -24,6 +24,7 @@ pub mod hub;
 pub mod ignore;
 pub mod index;
 pub mod journal;
+pub mod keys;
 pub mod lag;
 pub mod metrics;
 pub mod mirrors;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tamizdat_distributor::index::Index;
 use tamizdat_distributor::server::{self, ServeOptions};
 use tamizdat_distributor::session::SessionOptions;
-use tamizdat_distributor::{lag, mirrors};
+use tamizdat_distributor::{keys, lag, mirrors};
 use tamizdat_protocol::JoinToken;
 
 #[derive(Parser)]
@@ -42,6 +42,18 @@ enum Cmd {
         /// Seconds of lag (or of silence, for a disconnected mirror) over which to exit 1.
         #[arg(long)]
         max_lag: Option<f64>,
+    },
+    /// Make the site's signing key (`serve` makes one on first start too); prints its
+    /// fingerprint. Refuses when the state already holds a key.
+    Keygen {
+        #[arg(long, env = "TAMIZDAT_STATE")]
+        state: PathBuf,
+    },
+    /// Replace the site key with a new one signed by the old; mirrors follow on their next
+    /// connection, without re-enrolment. Run it while `serve` is stopped, then start `serve`.
+    RotateKey {
+        #[arg(long, env = "TAMIZDAT_STATE")]
+        state: PathBuf,
     },
 }
 
@@ -167,6 +179,25 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mirror { cmd } => mirror(cmd),
+        Cmd::Keygen { state } => {
+            let keys = keys::generate(&state)?;
+            eprintln!(
+                "made the site key in {}; keep a backup of it with the rest of the state",
+                state.join(keys::KEY_FILE).display()
+            );
+            println!("{}", keys.key().fingerprint());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::RotateKey { state } => {
+            let site = Index::open(&state)?.site()?;
+            let keys = keys::rotate(&state, site)?;
+            eprintln!(
+                "rotated the site key ({} rotations so far); restart `serve` to sign with it",
+                keys.rotations.len()
+            );
+            println!("{}", keys.key().fingerprint());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Lag {
             admin,
             json,
@@ -258,6 +289,7 @@ fn mirror(cmd: MirrorCmd) -> Result<ExitCode> {
         } => {
             let index = Index::open(&state)?;
             let site = index.site()?;
+            let (keys, _) = keys::load_or_generate(&state)?;
             let url = match public_url {
                 Some(u) => u,
                 None => index
@@ -278,6 +310,7 @@ fn mirror(cmd: MirrorCmd) -> Result<ExitCode> {
                 name: name.clone(),
                 secret,
                 site,
+                key: keys.key().fingerprint(),
             };
             eprintln!("enrolled mirror '{name}'; give it this join token (keep it secret):");
             println!("{}", token.encode());

@@ -47,6 +47,13 @@ pub async fn run(
         .with_context(|| format!("Failed to open the site root {}", opts.root.display()))?;
     let index = Arc::new(Index::open(&opts.state)?);
     let site = index.site()?;
+    let (keys, made) = crate::keys::load_or_generate(&opts.state)?;
+    if made {
+        info!(fingerprint = %keys.key().fingerprint(), "made the site's signing key (back up the state directory)");
+    } else {
+        info!(fingerprint = %keys.key().fingerprint(), "signing with the site key");
+    }
+    let signing = Arc::new(crate::keys::Signing::new(site, keys));
     let ignore = Ignore::new(opts.default_ignores, &opts.ignore).context("Bad --ignore pattern")?;
 
     // Watch before indexing: whatever changes during the walk is queued, not lost.
@@ -61,6 +68,7 @@ pub async fn run(
         hub.clone(),
         opts.retention,
         opts.max_inline_ops,
+        signing.clone(),
     );
     let t = Instant::now();
     let hashed_before = hub
@@ -114,6 +122,7 @@ pub async fn run(
         hub: hub.clone(),
         index: index.clone(),
         site,
+        signing,
         opts: opts.session.clone(),
     });
     let admin_app = admin::router(hub.clone(), index.clone());

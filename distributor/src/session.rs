@@ -10,6 +10,7 @@
 use crate::blobs::{read_small, ChunkReader};
 use crate::hub::{changeset_frames, Hub};
 use crate::index::{now_ms, Index};
+use crate::keys::Signing;
 use crate::metrics::add;
 use crate::mirrors;
 use anyhow::{anyhow, Result};
@@ -18,8 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tamizdat_protocol::{
-    decode, encode, Chunk, ContentHash, ErrorCode, Hello, Message, Mode, SiteId, Welcome,
-    INLINE_LIMIT, OPS_PER_FRAME,
+    decode, encode, Chunk, ContentHash, ErrorCode, Hello, Link, Message, Mode, OpsDigest, SiteId,
+    Welcome, GENESIS, INLINE_LIMIT, OPS_PER_FRAME,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
@@ -42,6 +43,7 @@ pub struct Ctx {
     pub hub: Arc<Hub>,
     pub index: Arc<Index>,
     pub site: SiteId,
+    pub signing: Arc<Signing>,
     pub opts: SessionOptions,
 }
 
@@ -95,6 +97,7 @@ pub async fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<Ctx>) {
         ctx: ctx.clone(),
         sink,
         sent_seq: 0,
+        sent_link: GENESIS,
         acked: hello.last_seq,
     };
     let result = s.run(hello, stream, live.kick).await;
@@ -203,6 +206,8 @@ struct Session {
     sink: Sink,
     /// Every changeset up to here has been sent.
     sent_seq: u64,
+    /// The chain link the mirror holds once it applied what was sent.
+    sent_link: Link,
     acked: u64,
 }
 
@@ -238,16 +243,25 @@ impl Session {
         kick: Arc<tokio::sync::Notify>,
     ) -> Result<(), Close> {
         let mut live = self.ctx.hub.subscribe();
-        let (head, horizon) = self
-            .ctx
-            .index
-            .head()
-            .map_err(|e| Close(ErrorCode::Internal, format!("{e:#}")))?;
-        let mode = if hello.site != Some(self.ctx.site)
+        let internal = |e: anyhow::Error| Close(ErrorCode::Internal, format!("{e:#}"));
+        let (head, horizon) = self.ctx.index.head().map_err(internal)?;
+        let same_history = if hello.site != Some(self.ctx.site)
             || hello.last_seq == 0
             || hello.last_seq > head
             || hello.last_seq < horizon
         {
+            false
+        } else {
+            // The mirror's link must be this history's link at its sequence: a mirror of a
+            // state restored from an older backup, or of another history, starts over.
+            let at = self.ctx.index.link_at(hello.last_seq).map_err(internal)?;
+            if at.is_some_and(|l| l != hello.link) {
+                warn!(mirror = %self.name, last_seq = hello.last_seq,
+                      "mirror's chain link differs from this history's: full resync");
+            }
+            at == Some(hello.link)
+        };
+        let mode = if !same_history {
             Mode::Full
         } else if hello.last_seq == head {
             Mode::Live
@@ -263,11 +277,14 @@ impl Session {
                 site: self.ctx.site,
                 head_seq: head,
                 mode,
+                key: self.ctx.signing.signer.key(),
+                rotations: self.ctx.signing.rotations.clone(),
             }))
             .into(),
             false,
         )
         .await?;
+        self.sent_link = hello.link;
         match mode {
             Mode::Live => self.sent_seq = head,
             Mode::CatchUp => self.snapshot(Some(hello.last_seq)).await?,
@@ -343,6 +360,7 @@ impl Session {
                             self.send(f.clone(), false).await?;
                         }
                         self.sent_seq = cs.seq;
+                        self.sent_link = cs.link;
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         add(&self.ctx.hub.metrics.lagged_sessions_total, 1);
@@ -383,6 +401,12 @@ impl Session {
             "full-resync"
         });
         let base = since.unwrap_or(0);
+        let prev = if since.is_some() {
+            self.sent_link
+        } else {
+            GENESIS
+        };
+        let mut digest = OpsDigest::new();
         let (tx, mut rx) = mpsc::channel::<(u64, Vec<tamizdat_protocol::Op>)>(2);
         let index = self.ctx.index.clone();
         let job = tokio::task::spawn_blocking(move || {
@@ -395,20 +419,27 @@ impl Session {
         let mut pending: Option<(u64, Vec<tamizdat_protocol::Op>)> = None;
         while let Some(next) = rx.recv().await {
             if let Some((seq, ops)) = pending.replace(next) {
-                for f in changeset_frames(seq, base, now_ms(), kind, ops, false) {
+                digest.add_all(&ops);
+                for f in changeset_frames(seq, base, now_ms(), kind, ops, None) {
                     self.send(f, false).await?;
                 }
             }
         }
-        let head = job
+        let (head, next) = job
             .await
             .map_err(|e| Close(ErrorCode::Internal, e.to_string()))?
             .map_err(|e| Close(ErrorCode::Internal, format!("{e:#}")))?;
         let (seq, ops) = pending.unwrap_or((head, Vec::new()));
-        for f in changeset_frames(seq, base, now_ms(), kind, ops, true) {
+        digest.add_all(&ops);
+        let proof = self
+            .ctx
+            .signing
+            .proof(head, base, kind, prev, digest.finish(), next);
+        for f in changeset_frames(seq, base, now_ms(), kind, ops, Some(proof)) {
             self.send(f, false).await?;
         }
         self.sent_seq = head;
+        self.sent_link = next;
         Ok(())
     }
 }

@@ -23,8 +23,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tamizdat_protocol::{
-    encode, Blob, Changeset, Chunk, ContentHash, ErrorCode, Message, Mode, Op, SiteId, SitePath,
-    Welcome, HASHES_PER_NEED, INLINE_LIMIT, OPS_PER_FRAME,
+    encode, sign, Blob, Changeset, Chunk, ContentHash, ErrorCode, Fingerprint, Link, Message, Mode,
+    Op, OpsDigest, Proof, SiteId, SiteKey, SitePath, Statement, Welcome, GENESIS, HASHES_PER_NEED,
+    INLINE_LIMIT, OPS_PER_FRAME,
 };
 use tamizdat_serve::Site;
 use tokio::sync::{mpsc, oneshot};
@@ -63,9 +64,15 @@ fn peer(code: ErrorCode, msg: impl Into<String>) -> EngineError {
 /// What one connection is in the middle of.
 struct Conn {
     site: SiteId,
+    /// The site key every changeset must verify against.
+    key: SiteKey,
     assembling: Option<Changeset>,
     queue: VecDeque<Changeset>,
     last_queued: u64,
+    /// The chain link of the last changeset queued (or applied).
+    link: Link,
+    /// A full resync older than this is a replay: it would roll the site back.
+    full_floor: u64,
     /// Requested hashes and their sizes.
     wanted: HashMap<ContentHash, u64>,
     gone: HashSet<ContentHash>,
@@ -99,6 +106,8 @@ pub struct Engine {
     rt: tokio::runtime::Handle,
     out: mpsc::UnboundedSender<Output>,
     conn: Option<Conn>,
+    /// The join token's key fingerprint: what the trust in a site key starts from.
+    anchor: Fingerprint,
 }
 
 impl Engine {
@@ -109,6 +118,7 @@ impl Engine {
         status: Arc<Status>,
         rt: tokio::runtime::Handle,
         out: mpsc::UnboundedSender<Output>,
+        anchor: Fingerprint,
     ) -> Result<Self> {
         let stage = Stage::open(&root)?;
         let mut e = Self {
@@ -120,10 +130,12 @@ impl Engine {
             rt,
             out,
             conn: None,
+            anchor,
         };
         e.recover()?;
         e.stage.clean()?;
         e.status.set_applied(e.store.applied()?);
+        *e.status.link.lock().unwrap() = e.store.link()?;
         *e.status.site.lock().unwrap() = e.store.site()?;
         Ok(e)
     }
@@ -133,19 +145,9 @@ impl Engine {
         while let Some(input) = rx.blocking_recv() {
             match input {
                 Input::Connected(w) => {
-                    self.status.observe_head(w.head_seq);
-                    let applied = self.store.applied().unwrap_or(0);
-                    self.conn = Some(Conn {
-                        site: w.site,
-                        assembling: None,
-                        queue: VecDeque::new(),
-                        last_queued: if w.mode == Mode::Full { 0 } else { applied },
-                        wanted: HashMap::new(),
-                        gone: HashSet::new(),
-                        pushed: HashSet::new(),
-                        pushed_bytes: 0,
-                        front: None,
-                    });
+                    if let Err(e) = self.connected(w) {
+                        self.fail(e);
+                    }
                 }
                 Input::Disconnected(done) => {
                     self.drop_conn();
@@ -163,6 +165,48 @@ impl Engine {
         }
     }
 
+    /// Checks upstream's site key against the one trusted (following signed rotations), and
+    /// starts a connection's work.
+    fn connected(&mut self, w: Welcome) -> Result<(), EngineError> {
+        self.status.observe_head(w.head_seq);
+        let trust = self.store.trust(self.anchor)?;
+        let key = sign::follow(w.site, trust, &w.key, &w.rotations)
+            .map_err(|e| peer(ErrorCode::Signature, format!("refusing upstream: {e}")))?;
+        if trust != tamizdat_protocol::Trust::Key(key) {
+            self.store.pin(self.anchor, &key)?;
+            match trust {
+                tamizdat_protocol::Trust::Key(old) => info!(
+                    from = %old.fingerprint(), to = %key.fingerprint(),
+                    "followed the site's signed key rotation"
+                ),
+                tamizdat_protocol::Trust::Fingerprint(_) => {
+                    info!(fingerprint = %key.fingerprint(), "pinned the site key")
+                }
+            }
+        }
+        let applied = self.store.applied()?;
+        let same_site = self.store.site()? == Some(w.site);
+        self.conn = Some(Conn {
+            site: w.site,
+            key,
+            link: if w.mode == Mode::Full {
+                GENESIS
+            } else {
+                self.store.link()?
+            },
+            full_floor: if same_site { applied } else { 0 },
+            assembling: None,
+            queue: VecDeque::new(),
+            last_queued: if w.mode == Mode::Full { 0 } else { applied },
+            wanted: HashMap::new(),
+            gone: HashSet::new(),
+            pushed: HashSet::new(),
+            pushed_bytes: 0,
+            front: None,
+        });
+        Ok(())
+    }
+
     fn fail(&mut self, e: EngineError) {
         let (code, msg) = match &e {
             EngineError::Peer(code, msg) => {
@@ -173,6 +217,7 @@ impl Engine {
                 warn!(cause = %e, "out of step with upstream: asking for a full resync");
                 let _ = self.store.reset();
                 self.status.set_applied(0);
+                *self.status.link.lock().unwrap() = GENESIS;
                 *self.status.site.lock().unwrap() = None;
                 (ErrorCode::Internal, e.to_string())
             }
@@ -249,6 +294,7 @@ impl Engine {
                 }
                 a.ops.extend(c.ops);
                 a.last = c.last;
+                a.proof = c.proof;
                 a.last
             }
             None => {
@@ -258,6 +304,17 @@ impl Engine {
                         format!(
                             "sequence went backwards: {} after {}",
                             c.seq, conn.last_queued
+                        ),
+                    ));
+                }
+                if c.kind == Mode::Full && c.seq < conn.full_floor {
+                    return Err(peer(
+                        ErrorCode::Protocol,
+                        format!(
+                            "a full resync to {} would roll this mirror back from {}: a replay, \
+                             or the origin was restored from an older backup (then re-enrol \
+                             this mirror with a new join token)",
+                            c.seq, conn.full_floor
                         ),
                     ));
                 }
@@ -277,6 +334,7 @@ impl Engine {
         };
         if complete {
             let cs = conn.assembling.take().expect("assembling");
+            conn.link = verify(conn, &cs)?;
             conn.last_queued = cs.seq;
             // Pushed blobs belong to the changeset that follows them; drop any it does not use.
             if !conn.pushed.is_empty() {
@@ -452,6 +510,49 @@ impl Engine {
     }
 }
 
+/// Checks a complete changeset against the site key and the chain; returns its link.
+fn verify(conn: &Conn, cs: &Changeset) -> Result<Link, EngineError> {
+    let Some(proof) = cs.proof else {
+        return Err(peer(
+            ErrorCode::Signature,
+            format!("changeset {} is not signed: refusing it", cs.seq),
+        ));
+    };
+    let expected = if cs.kind == Mode::Full {
+        GENESIS
+    } else {
+        conn.link
+    };
+    if proof.prev != expected {
+        return Err(peer(
+            ErrorCode::Signature,
+            format!(
+                "changeset {} does not follow the last changeset this mirror holds (its chain \
+                 link differs): a changeset was dropped, replayed or reordered; refusing it",
+                cs.seq
+            ),
+        ));
+    }
+    let mut digest = OpsDigest::new();
+    digest.add_all(&cs.ops);
+    let st = Statement {
+        site: conn.site,
+        seq: cs.seq,
+        base_seq: cs.base_seq,
+        kind: cs.kind,
+        prev: proof.prev,
+        ops_digest: digest.finish(),
+        next: proof.next,
+    };
+    sign::verify(&conn.key, &st, &proof.sig).map_err(|e| {
+        peer(
+            ErrorCode::Signature,
+            format!("changeset {}: {e}; refusing it", cs.seq),
+        )
+    })?;
+    Ok(proof.next)
+}
+
 /// Directories whose entries changed, to fsync.
 struct Dirs(HashSet<PathBuf>);
 
@@ -478,6 +579,8 @@ pub struct Plan {
     pub exec: Vec<Op>,
     /// Files a full resync found already in place: only recorded.
     pub adopted: Vec<Op>,
+    /// The verified proof: its `next` is the link recorded with the sequence.
+    pub proof: Proof,
 }
 
 impl Engine {
@@ -571,6 +674,7 @@ impl Engine {
             kind: cs.kind,
             exec,
             adopted,
+            proof: cs.proof.expect("verified changesets carry a proof"),
         }))
     }
 
@@ -591,6 +695,8 @@ impl Engine {
                 kind: plan.kind,
                 ops: plan.exec.clone(),
                 last: true,
+                // Only its link is used when finishing: the ops here are what is left to do.
+                proof: Some(plan.proof),
             }));
             self.store.set_pending(plan.seq, site, &frame)?;
         }
@@ -599,12 +705,15 @@ impl Engine {
         // durable before the ack.
         let (synced, committed) = std::thread::scope(|s| {
             let synced = s.spawn(|| dirs.sync(&self.root));
-            let committed = self.store.commit(plan.seq, site, &plan.exec);
+            let committed = self
+                .store
+                .commit(plan.seq, site, &plan.exec, &plan.proof.next);
             (synced.join(), committed)
         });
         synced.map_err(|_| anyhow::anyhow!("directory sync thread panicked"))??;
         committed?;
         self.status.set_applied(plan.seq);
+        *self.status.link.lock().unwrap() = plan.proof.next;
         *self.status.site.lock().unwrap() = Some(site);
         *self.status.error.lock().unwrap() = None;
         let _ = self.out.send(Output::Send(Message::Ack { seq: plan.seq }));
@@ -696,7 +805,10 @@ impl Engine {
             Err(EngineError::Fs(FsError::Missing(_))) => {}
             Err(e) => anyhow::bail!("cannot finish the interrupted changeset: {e}"),
         }
-        self.store.commit(seq, site, &cs.ops)?;
+        let Some(proof) = cs.proof else {
+            anyhow::bail!("the pending changeset in the state database has no chain link");
+        };
+        self.store.commit(seq, site, &cs.ops, &proof.next)?;
         Ok(())
     }
 }

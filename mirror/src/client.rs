@@ -90,6 +90,7 @@ async fn session(
         mirror: token.name.clone(),
         secret: token.secret.clone(),
         last_seq: status.applied(),
+        link: *status.link.lock().unwrap(),
     });
     sink.send(Ws::Binary(encode(&hello).into())).await?;
     let mut welcomed = false;

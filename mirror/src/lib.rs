@@ -61,8 +61,9 @@ pub async fn run(
     let engine = {
         let (root, site, status) = (root.clone(), site.clone(), status.clone());
         let rt = tokio::runtime::Handle::current();
+        let anchor = opts.token.key;
         tokio::task::spawn_blocking(move || {
-            apply::Engine::new(root, store, site, status, rt, out_tx)
+            apply::Engine::new(root, store, site, status, rt, out_tx, anchor)
         })
         .await??
     };

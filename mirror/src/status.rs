@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
-use tamizdat_protocol::SiteId;
+use tamizdat_protocol::{Link, SiteId};
 use tamizdat_serve::{Health, HealthReport};
 
 #[derive(Default)]
@@ -16,6 +16,8 @@ pub struct Status {
     behind_since: Mutex<Option<Instant>>,
     /// The site last applied (sent in `Hello`).
     pub site: Mutex<Option<SiteId>>,
+    /// The chain link of the last changeset applied (sent in `Hello`).
+    pub link: Mutex<Link>,
     /// The last failure to apply (disk full, ...), cleared by the next success.
     pub error: Mutex<Option<String>>,
 }

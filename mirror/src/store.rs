@@ -3,7 +3,7 @@
 //! middle finishes it on the next start.
 //!
 //! ```sql
-//! meta(key TEXT PRIMARY KEY, value)     -- schema, site, applied
+//! meta(key TEXT PRIMARY KEY, value)     -- schema, site, applied, link, key, anchor
 //! files(path TEXT PRIMARY KEY, hash BLOB, size, mode, mtime)
 //! pending(id INTEGER PRIMARY KEY CHECK (id = 1), seq, site BLOB, frame BLOB)
 //! ```
@@ -11,7 +11,9 @@
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
-use tamizdat_protocol::{ContentHash, Op, SiteId, SitePath};
+use tamizdat_protocol::{
+    ContentHash, Fingerprint, Link, Op, SiteId, SiteKey, SitePath, Trust, GENESIS,
+};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -77,6 +79,46 @@ impl Store {
             .query_row("SELECT value FROM meta WHERE key='site'", [], |r| r.get(0))
             .optional()?;
         Ok(v.and_then(|v| <[u8; 16]>::try_from(v.as_slice()).ok().map(SiteId)))
+    }
+
+    fn meta_blob(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The hash-chain link of the last changeset applied.
+    pub fn link(&self) -> Result<Link> {
+        Ok(self
+            .meta_blob("link")?
+            .and_then(|v| v.try_into().ok())
+            .unwrap_or(GENESIS))
+    }
+
+    /// What to trust as the site key: the key pinned earlier, if it was pinned under the same
+    /// join token's fingerprint (`anchor`); otherwise the token's fingerprint itself (a new
+    /// token is how a volunteer tells the mirror to trust a new origin).
+    pub fn trust(&self, anchor: Fingerprint) -> Result<Trust> {
+        let pinned_under = self
+            .meta_blob("anchor")?
+            .and_then(|v| <[u8; 16]>::try_from(v).ok());
+        let key = self
+            .meta_blob("key")?
+            .and_then(|v| <[u8; 32]>::try_from(v).ok());
+        Ok(match (pinned_under, key) {
+            (Some(a), Some(k)) if a == anchor.0 => Trust::Key(SiteKey(k)),
+            _ => Trust::Fingerprint(anchor),
+        })
+    }
+
+    /// Pins the site key, durably.
+    pub fn pin(&self, anchor: Fingerprint, key: &SiteKey) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('anchor', ?1), ('key', ?2)",
+            params![&anchor.0[..], &key.0[..]],
+        )?;
+        Ok(())
     }
 
     pub fn get(&self, path: &SitePath) -> Result<Option<Held>> {
@@ -158,7 +200,7 @@ impl Store {
 
     /// Records an applied changeset: its rows, the new sequence and site, and clears
     /// `pending`, in one durable transaction.
-    pub fn commit(&mut self, seq: u64, site: SiteId, ops: &[Op]) -> Result<()> {
+    pub fn commit(&mut self, seq: u64, site: SiteId, ops: &[Op], link: &Link) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut put = tx.prepare_cached(
@@ -215,8 +257,8 @@ impl Store {
             [seq as i64],
         )?;
         tx.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES ('site', ?1)",
-            [&site.0[..]],
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('site', ?1), ('link', ?2)",
+            [&site.0[..], &link[..]],
         )?;
         tx.execute("DELETE FROM pending", [])?;
         tx.commit()
@@ -261,7 +303,7 @@ impl Store {
     pub fn reset(&mut self) -> Result<()> {
         self.conn.execute_batch(
             "DELETE FROM files; DELETE FROM pending; UPDATE meta SET value = 0 WHERE key = 'applied';
-             DELETE FROM meta WHERE key = 'site';",
+             DELETE FROM meta WHERE key IN ('site', 'link');",
         )?;
         Ok(())
     }

@@ -26,6 +26,7 @@ fn state_inside_the_root_is_refused() {
         name: "m".into(),
         secret: "s".into(),
         site: tamizdat_protocol::SiteId([0; 16]),
+        key: tamizdat_protocol::Fingerprint([0; 16]),
     }
     .encode();
     let root = d.path().join("root");

@@ -87,11 +87,18 @@ mod tests {
                 mirror: "m1".into(),
                 secret: "s".into(),
                 last_seq: 42,
+                link: [4; 32],
             }),
             Message::Welcome(Welcome {
                 site: SiteId([2; 16]),
                 head_seq: 7,
                 mode: Mode::CatchUp,
+                key: SiteKey([5; 32]),
+                rotations: vec![Rotation {
+                    old: SiteKey([5; 32]),
+                    new: SiteKey([6; 32]),
+                    sig: sign::Signature([7; 64]),
+                }],
             }),
             Message::Changeset(Changeset {
                 seq: 9,
@@ -113,6 +120,11 @@ mod tests {
                     },
                 ],
                 last: true,
+                proof: Some(Proof {
+                    prev: [1; 32],
+                    next: [2; 32],
+                    sig: sign::Signature([3; 64]),
+                }),
             }),
             Message::Need {
                 hashes: vec![ContentHash::of(b"y")],
@@ -158,8 +170,8 @@ mod tests {
     #[test]
     fn golden_ack_frame() {
         let f = encode(&Message::Ack { seq: 300 });
-        // "TZDT", version 1 LE, variant 7 (Ack), varint 300 = 0xfb 0x2c 0x01
-        assert_eq!(f, [b'T', b'Z', b'D', b'T', 1, 0, 7, 0xfb, 0x2c, 0x01]);
+        // "TZDT", version 2 LE, variant 7 (Ack), varint 300 = 0xfb 0x2c 0x01
+        assert_eq!(f, [b'T', b'Z', b'D', b'T', 2, 0, 7, 0xfb, 0x2c, 0x01]);
     }
 
     #[test]
@@ -199,6 +211,7 @@ mod tests {
                     path: SitePath::new(good.clone()).unwrap(),
                 }],
                 last: true,
+                proof: None,
             });
             let mut f = encode(&m);
             let at = f

@@ -54,6 +54,7 @@ pub mod codec;
 pub mod hash;
 pub mod message;
 pub mod path;
+pub mod sign;
 pub mod token;
 pub mod version;
 
@@ -61,5 +62,9 @@ pub use codec::{decode, encode, DecodeError};
 pub use hash::ContentHash;
 pub use message::*;
 pub use path::{PathError, SitePath, RESERVED_PREFIX};
+pub use sign::{
+    Fingerprint, Link, OpsDigest, Proof, Rotation, SignError, SiteKey, SiteSigner, Statement,
+    Trust, GENESIS,
+};
 pub use token::{JoinToken, TokenError};
 pub use version::*;

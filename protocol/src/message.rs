@@ -1,6 +1,7 @@
 //! The messages. bincode encodes an enum variant by its position, so variants are
 //! append-only: never reorder or remove one; new ones go at the end.
 
+use crate::sign::{Link, Proof, Rotation, SiteKey};
 use crate::{ContentHash, SitePath};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +65,8 @@ pub struct Hello {
     pub secret: String,
     /// The last sequence the mirror applied durably (0: nothing yet).
     pub last_seq: u64,
+    /// The hash-chain link of that changeset ([`crate::sign`]).
+    pub link: Link,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +74,10 @@ pub struct Welcome {
     pub site: SiteId,
     pub head_seq: u64,
     pub mode: Mode,
+    /// The site's current signing key.
+    pub key: SiteKey,
+    /// Every key rotation since the site's first key, oldest first.
+    pub rotations: Vec<Rotation>,
 }
 
 /// How the distributor will bring the mirror up to date.
@@ -96,6 +103,9 @@ pub struct Changeset {
     pub kind: Mode,
     pub ops: Vec<Op>,
     pub last: bool,
+    /// On the frame with `last` set: the signature over the whole changeset
+    /// ([`crate::sign`]). Absent on the others.
+    pub proof: Option<Proof>,
 }
 
 /// One change to the tree.
@@ -196,4 +206,6 @@ pub enum ErrorCode {
     HashMismatch,
     /// The sender failed on its side (disk full, database error).
     Internal,
+    /// A changeset or key that does not verify against the site key the mirror trusts.
+    Signature,
 }

@@ -5,7 +5,7 @@ pub const MAGIC: [u8; 4] = *b"TZDT";
 
 /// The version this build speaks. A frame with another version is refused with
 /// [`crate::ErrorCode::Version`] before its body is decoded.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Frame layout, in bytes:
 /// ```text

@@ -51,15 +51,65 @@ fn put(path: &str, bytes: &[u8]) -> Op {
     }
 }
 
-fn changeset(seq: u64, base: u64, kind: Mode, ops: Vec<Op>) -> Message {
-    Message::Changeset(Changeset {
+/// The fake distributor's site key (the join token names its fingerprint).
+fn site_key() -> SiteSigner {
+    SiteSigner::from_secret(&[42; 32])
+}
+
+/// Another key, as an impostor would hold.
+fn other_key() -> SiteSigner {
+    SiteSigner::from_secret(&[7; 32])
+}
+
+/// The fake history's chain link after `seq`.
+fn fake_link(seq: u64) -> Link {
+    if seq == 0 {
+        GENESIS
+    } else {
+        [seq as u8; 32]
+    }
+}
+
+/// A changeset signed by `by`, building on `prev`.
+fn signed_by(
+    by: &SiteSigner,
+    seq: u64,
+    base: u64,
+    kind: Mode,
+    ops: Vec<Op>,
+    prev: Link,
+) -> Changeset {
+    let mut digest = OpsDigest::new();
+    digest.add_all(&ops);
+    let next = fake_link(seq);
+    let sig = by.sign(&Statement {
+        site: SITE,
+        seq,
+        base_seq: base,
+        kind,
+        prev,
+        ops_digest: digest.finish(),
+        next,
+    });
+    Changeset {
         seq,
         base_seq: base,
         produced_at_ms: 0,
         kind,
         ops,
         last: true,
-    })
+        proof: Some(Proof { prev, next, sig }),
+    }
+}
+
+/// A changeset of the fake history, properly signed.
+fn changeset(seq: u64, base: u64, kind: Mode, ops: Vec<Op>) -> Message {
+    let prev = if kind == Mode::Full {
+        GENESIS
+    } else {
+        fake_link(base)
+    };
+    Message::Changeset(signed_by(&site_key(), seq, base, kind, ops, prev))
 }
 
 /// Accepts the mirror's next connection and reads its Hello.
@@ -118,6 +168,8 @@ fn welcome(head: u64, mode: Mode) -> Ws {
         site: SITE,
         head_seq: head,
         mode,
+        key: site_key().key(),
+        rotations: vec![],
     }))
 }
 
@@ -130,6 +182,7 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
         name: "m1".into(),
         secret: "s".into(),
         site: SITE,
+        key: site_key().key().fingerprint(),
     }
     .encode();
     let outside = tmp.path().join("outside");
@@ -240,6 +293,7 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
                     kind: Mode::Live,
                     ops: vec![put("index.html", &evil)],
                     last: false,
+                    proof: None,
                 })),
                 frame(&Message::Blob(Blob {
                     hash: ContentHash::of(&evil),
@@ -254,6 +308,84 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
             vec![welcome(1, Mode::Live)],
             Some(ErrorCode::Protocol),
         ),
+        (
+            "an unsigned changeset",
+            vec![frame(&Message::Changeset(Changeset {
+                proof: None,
+                ..signed_by(
+                    &site_key(),
+                    2,
+                    1,
+                    Mode::Live,
+                    vec![put("index.html", &evil)],
+                    fake_link(1),
+                )
+            }))],
+            Some(ErrorCode::Signature),
+        ),
+        (
+            "a changeset signed by another key",
+            vec![frame(&Message::Changeset(signed_by(
+                &other_key(),
+                2,
+                1,
+                Mode::Live,
+                vec![put("index.html", &evil)],
+                fake_link(1),
+            )))],
+            Some(ErrorCode::Signature),
+        ),
+        (
+            "a bent signature",
+            vec![{
+                let mut c = signed_by(
+                    &site_key(),
+                    2,
+                    1,
+                    Mode::Live,
+                    vec![put("index.html", &evil)],
+                    fake_link(1),
+                );
+                c.proof.as_mut().unwrap().sig.0[17] ^= 0x40;
+                frame(&Message::Changeset(c))
+            }],
+            Some(ErrorCode::Signature),
+        ),
+        (
+            "content that does not match what was signed",
+            vec![frame(&Message::Changeset(Changeset {
+                ops: vec![put("index.html", &evil)],
+                ..signed_by(
+                    &site_key(),
+                    2,
+                    1,
+                    Mode::Live,
+                    vec![put("index.html", b"signed")],
+                    fake_link(1),
+                )
+            }))],
+            Some(ErrorCode::Signature),
+        ),
+        (
+            "a changeset of another history (its chain link is not the mirror's)",
+            vec![frame(&Message::Changeset(signed_by(
+                &site_key(),
+                2,
+                1,
+                Mode::Live,
+                vec![put("index.html", &evil)],
+                [77; 32],
+            )))],
+            Some(ErrorCode::Signature),
+        ),
+        (
+            "a reordered pair",
+            vec![
+                changeset_frame(3, 2, vec![put("index.html", &evil)]),
+                changeset_frame(2, 1, vec![put("index.html", &evil)]),
+            ],
+            Some(ErrorCode::Protocol),
+        ),
     ];
     for (what, frames, want) in cases {
         let (mut ws, hello) = accept(&l).await;
@@ -264,6 +396,55 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
         }
         let got = error_from(&mut ws).await;
         assert_eq!(got.as_ref().map(|g| g.0), want, "{what}: {got:?}");
+    }
+
+    // Welcomes a mirror pinned to this site must refuse: another site, another key, a key
+    // "rotated" by a signature from a key it never trusted.
+    let other = other_key();
+    let welcomes = [
+        (
+            "another site's stream",
+            SiteId([8; 16]),
+            other.key(),
+            vec![],
+            ErrorCode::Protocol,
+        ),
+        (
+            "another site key",
+            SITE,
+            other.key(),
+            vec![],
+            ErrorCode::Signature,
+        ),
+        (
+            "a rotation nobody trusted signed",
+            SITE,
+            other.key(),
+            vec![other.rotate_to(SITE, &other.key())],
+            ErrorCode::Signature,
+        ),
+    ];
+    for (what, site, key, rotations, want) in welcomes {
+        let (mut ws, _) = accept(&l).await;
+        let w = Welcome {
+            site,
+            head_seq: 2,
+            mode: Mode::Full,
+            key,
+            rotations,
+        };
+        ws.send(frame(&Message::Welcome(w))).await.unwrap();
+        let evil_full = signed_by(
+            &other,
+            2,
+            0,
+            Mode::Full,
+            vec![put("index.html", &evil)],
+            GENESIS,
+        );
+        let _ = ws.send(frame(&Message::Changeset(evil_full))).await;
+        let got = error_from(&mut ws).await;
+        assert_eq!(got.as_ref().map(|g| g.0), Some(want), "{what}: {got:?}");
     }
 
     // A blob whose bytes do not match the hash it was asked for.
@@ -313,6 +494,10 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
     assert!(!log.contains("panicked"), "{}", tail(&log, 3000));
 }
 
+fn changeset_frame(seq: u64, base: u64, ops: Vec<Op>) -> Ws {
+    frame(&changeset(seq, base, Mode::Live, ops))
+}
+
 /// On the mirror's next connection: a live changeset with one put; when the mirror asks for its
 /// bytes, answers with `blob`; returns the error the mirror closes with.
 async fn answer_need(l: &TcpListener, op: Op, blob: Blob) -> Option<(ErrorCode, String)> {
@@ -357,6 +542,7 @@ async fn distributor_refuses_hostile_mirrors_and_keeps_serving() {
             mirror: name.into(),
             secret: secret.into(),
             last_seq: 0,
+            link: GENESIS,
         }))
     };
     let cases: Vec<(&str, Vec<Ws>, Option<ErrorCode>)> = vec![
