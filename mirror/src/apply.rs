@@ -31,8 +31,72 @@ use tamizdat_serve::Site;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-/// Most ops one changeset may carry (a full manifest of a very large site fits).
-pub const MAX_OPS: usize = 20_000_000;
+/// What the engine accepts from upstream, at most. Each is a flag of `tamizdat-mirror run`.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Ops (files) in one changeset, across its frames: a full manifest must fit.
+    pub max_ops: usize,
+    /// Bytes in a path (the protocol's own ceiling is [`tamizdat_protocol::path::MAX_PATH_LEN`]).
+    pub max_path_len: usize,
+    /// Components in a path (the protocol's ceiling is [`tamizdat_protocol::path::MAX_DEPTH`]).
+    pub max_path_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_ops: 2_000_000,
+            max_path_len: tamizdat_protocol::path::MAX_PATH_LEN,
+            max_path_depth: tamizdat_protocol::path::MAX_DEPTH,
+        }
+    }
+}
+
+impl Limits {
+    fn check(&self, ops: &[Op]) -> Result<(), EngineError> {
+        let path_ok = |p: &SitePath| -> Result<(), EngineError> {
+            if p.as_str().len() > self.max_path_len {
+                return Err(peer(
+                    ErrorCode::Protocol,
+                    format!(
+                        "path of {} bytes, over this mirror's --max-path-len {}",
+                        p.as_str().len(),
+                        self.max_path_len
+                    ),
+                ));
+            }
+            let depth = p.components().count();
+            if depth > self.max_path_depth {
+                return Err(peer(
+                    ErrorCode::Protocol,
+                    format!(
+                        "path {depth} directories deep, over this mirror's --max-path-depth {}",
+                        self.max_path_depth
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        for op in ops {
+            match op {
+                Op::Put { path, .. } | Op::Delete { path } => path_ok(path)?,
+                Op::Move { from, to } => {
+                    path_ok(from)?;
+                    path_ok(to)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whom the engine trusts and what it accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// The join token's key fingerprint: what the trust in a site key starts from.
+    pub anchor: Fingerprint,
+    pub limits: Limits,
+}
 
 pub enum Input {
     Connected(Welcome),
@@ -106,8 +170,7 @@ pub struct Engine {
     rt: tokio::runtime::Handle,
     out: mpsc::UnboundedSender<Output>,
     conn: Option<Conn>,
-    /// The join token's key fingerprint: what the trust in a site key starts from.
-    anchor: Fingerprint,
+    policy: Policy,
 }
 
 impl Engine {
@@ -118,7 +181,7 @@ impl Engine {
         status: Arc<Status>,
         rt: tokio::runtime::Handle,
         out: mpsc::UnboundedSender<Output>,
-        anchor: Fingerprint,
+        policy: Policy,
     ) -> Result<Self> {
         let stage = Stage::open(&root)?;
         let mut e = Self {
@@ -130,7 +193,7 @@ impl Engine {
             rt,
             out,
             conn: None,
-            anchor,
+            policy,
         };
         e.recover()?;
         e.stage.clean()?;
@@ -169,11 +232,11 @@ impl Engine {
     /// starts a connection's work.
     fn connected(&mut self, w: Welcome) -> Result<(), EngineError> {
         self.status.observe_head(w.head_seq);
-        let trust = self.store.trust(self.anchor)?;
+        let trust = self.store.trust(self.policy.anchor)?;
         let key = sign::follow(w.site, trust, &w.key, &w.rotations)
             .map_err(|e| peer(ErrorCode::Signature, format!("refusing upstream: {e}")))?;
         if trust != tamizdat_protocol::Trust::Key(key) {
-            self.store.pin(self.anchor, &key)?;
+            self.store.pin(self.policy.anchor, &key)?;
             match trust {
                 tamizdat_protocol::Trust::Key(old) => info!(
                     from = %old.fingerprint(), to = %key.fingerprint(),
@@ -279,6 +342,8 @@ impl Engine {
     }
 
     fn changeset(&mut self, c: Changeset) -> Result<(), EngineError> {
+        let limits = self.policy.limits;
+        limits.check(&c.ops)?;
         let conn = self.conn.as_mut().expect("connected");
         self.status.observe_head(c.seq);
         let complete = match &mut conn.assembling {
@@ -289,8 +354,8 @@ impl Engine {
                         format!("changeset {} interrupted by {}", a.seq, c.seq),
                     ));
                 }
-                if a.ops.len() + c.ops.len() > MAX_OPS {
-                    return Err(peer(ErrorCode::Protocol, "changeset has too many ops"));
+                if a.ops.len() + c.ops.len() > limits.max_ops {
+                    return Err(too_many(c.seq, limits.max_ops));
                 }
                 a.ops.extend(c.ops);
                 a.last = c.last;
@@ -326,6 +391,9 @@ impl Engine {
                             c.seq, c.base_seq, conn.last_queued
                         ),
                     ));
+                }
+                if c.ops.len() > limits.max_ops {
+                    return Err(too_many(c.seq, limits.max_ops));
                 }
                 let last = c.last;
                 conn.assembling = Some(c);
@@ -508,6 +576,13 @@ impl Engine {
         }
         conn.front.as_ref().is_some_and(|f| !f.1.is_empty())
     }
+}
+
+fn too_many(seq: u64, max: usize) -> EngineError {
+    peer(
+        ErrorCode::Protocol,
+        format!("changeset {seq} has more than {max} files, this mirror's --max-changeset-files"),
+    )
 }
 
 /// Checks a complete changeset against the site key and the chain; returns its link.

@@ -37,6 +37,7 @@ pub struct MirrorOptions {
     /// HTTP server threads, each with its own single-threaded runtime.
     pub http_threads: usize,
     pub client: client::ClientOptions,
+    pub limits: apply::Limits,
 }
 
 /// Runs the mirror: engine thread, upstream client, HTTP server, until `shutdown`.
@@ -61,9 +62,12 @@ pub async fn run(
     let engine = {
         let (root, site, status) = (root.clone(), site.clone(), status.clone());
         let rt = tokio::runtime::Handle::current();
-        let anchor = opts.token.key;
+        let policy = apply::Policy {
+            anchor: opts.token.key,
+            limits: opts.limits,
+        };
         tokio::task::spawn_blocking(move || {
-            apply::Engine::new(root, store, site, status, rt, out_tx, anchor)
+            apply::Engine::new(root, store, site, status, rt, out_tx, policy)
         })
         .await??
     };

@@ -79,6 +79,17 @@ struct Run {
     /// Largest frame accepted from upstream, in bytes.
     #[arg(long, default_value_t = tamizdat_protocol::MAX_FRAME_SIZE)]
     max_frame: usize,
+    /// Most files one changeset may carry (a full resync lists every file of the site).
+    #[arg(long, default_value_t = tamizdat_mirror::apply::Limits::default().max_ops)]
+    max_changeset_files: usize,
+    /// Longest path accepted from upstream, in bytes (at most the protocol's 4096).
+    #[arg(long, default_value_t = tamizdat_protocol::path::MAX_PATH_LEN as u16,
+          value_parser = clap::value_parser!(u16).range(1..=tamizdat_protocol::path::MAX_PATH_LEN as i64))]
+    max_path_len: u16,
+    /// Deepest path accepted from upstream, in components (at most the protocol's 64).
+    #[arg(long, default_value_t = tamizdat_protocol::path::MAX_DEPTH as u16,
+          value_parser = clap::value_parser!(u16).range(1..=tamizdat_protocol::path::MAX_DEPTH as i64))]
+    max_path_depth: u16,
     /// Longest wait between reconnection attempts, in seconds.
     #[arg(long, default_value_t = 5.0)]
     max_backoff: f64,
@@ -167,6 +178,11 @@ async fn run(r: Run) -> Result<()> {
             max_frame: r.max_frame,
             backoff_max: Duration::from_secs_f64(r.max_backoff),
             ..ClientOptions::default()
+        },
+        limits: tamizdat_mirror::apply::Limits {
+            max_ops: r.max_changeset_files,
+            max_path_len: r.max_path_len.into(),
+            max_path_depth: r.max_path_depth.into(),
         },
     };
     tamizdat_mirror::run(opts, listener, shutdown_signal()).await

@@ -624,3 +624,163 @@ async fn distributor_refuses_hostile_mirrors_and_keeps_serving() {
     assert!(refused >= 6, "refused {refused}");
     assert!(!d.proc.log_text().contains("panicked"));
 }
+
+/// Answers every `Need` with the blobs of `files` until the mirror acks; returns the ack.
+async fn serve_until_ack(ws: &mut Server, files: &[(&str, Vec<u8>)]) -> u64 {
+    loop {
+        match next_msg(ws).await {
+            Message::Need { hashes } => {
+                for h in hashes {
+                    let (_, data) = files
+                        .iter()
+                        .find(|(_, d)| ContentHash::of(d) == h)
+                        .expect("a hash of ours");
+                    ws.send(frame(&Message::Blob(Blob {
+                        hash: h,
+                        encoding: Encoding::Raw,
+                        data: data.clone(),
+                    })))
+                    .await
+                    .unwrap();
+                }
+            }
+            Message::Ack { seq } => return seq,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_limits_hold_at_the_limit_and_refuse_past_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = JoinToken {
+        url: format!("ws://{}", l.local_addr().unwrap()),
+        name: "m1".into(),
+        secret: "s".into(),
+        site: SITE,
+        key: site_key().key().fingerprint(),
+    }
+    .encode();
+    let flags = [
+        "--max-changeset-files",
+        "3",
+        "--max-path-len",
+        "20",
+        "--max-path-depth",
+        "3",
+        "--max-backoff",
+        "0.2",
+    ];
+    let m = tokio::task::block_in_place(|| Mirror::start(tmp.path(), "m1", &token, &flags));
+
+    // At every limit: three files, one path of exactly 20 bytes, one 3 directories deep.
+    let at = [
+        ("a.html", b"a".to_vec()),
+        ("exactly-twenty-bytes", b"twenty".to_vec()),
+        ("d1/d2/deep.html", b"deep".to_vec()),
+    ];
+    assert_eq!(at[1].0.len(), 20);
+    let (mut ws, _) = accept(&l).await;
+    ws.send(welcome(1, Mode::Full)).await.unwrap();
+    let ops = at.iter().map(|(p, d)| put(p, d)).collect();
+    ws.send(frame(&changeset(1, 0, Mode::Full, ops)))
+        .await
+        .unwrap();
+    assert_eq!(serve_until_ack(&mut ws, &at).await, 1);
+    drop(ws);
+    let before = digest(&m.root);
+    assert_eq!(before.len(), 3);
+
+    let del = |p: &str| Op::Delete {
+        path: SitePath::new(p).unwrap(),
+    };
+    let cases = [
+        (
+            "four files",
+            vec![changeset_frame(
+                2,
+                1,
+                vec![del("w"), del("x"), del("y"), del("z")],
+            )],
+            "--max-changeset-files",
+        ),
+        (
+            "four files over two frames",
+            vec![
+                frame(&Message::Changeset(Changeset {
+                    last: false,
+                    proof: None,
+                    ..signed_by(
+                        &site_key(),
+                        2,
+                        1,
+                        Mode::Live,
+                        vec![del("w"), del("x")],
+                        fake_link(1),
+                    )
+                })),
+                changeset_frame(2, 1, vec![del("y"), del("z")]),
+            ],
+            "--max-changeset-files",
+        ),
+        (
+            "a path of 21 bytes",
+            vec![changeset_frame(2, 1, vec![del("exactly-twenty-one-bb")])],
+            "--max-path-len",
+        ),
+        (
+            "a move to a path 4 directories deep",
+            vec![changeset_frame(
+                2,
+                1,
+                vec![Op::Move {
+                    from: SitePath::new("a.html").unwrap(),
+                    to: SitePath::new("d1/d2/d3/a.html").unwrap(),
+                }],
+            )],
+            "--max-path-depth",
+        ),
+    ];
+    for (what, frames, flag) in cases {
+        let (mut ws, hello) = accept(&l).await;
+        assert_eq!(hello.last_seq, 1, "{what}");
+        ws.send(welcome(1, Mode::Live)).await.unwrap();
+        for f in frames {
+            let _ = ws.send(f).await;
+        }
+        let got = error_from(&mut ws).await;
+        assert!(
+            got.as_ref()
+                .is_some_and(|(c, m)| *c == ErrorCode::Protocol && m.contains(flag)),
+            "{what}: {got:?}"
+        );
+    }
+    assert_eq!(
+        digest(&m.root),
+        before,
+        "a refused changeset changed the tree"
+    );
+
+    // And a live changeset at every limit is applied.
+    let (mut ws, _) = accept(&l).await;
+    ws.send(welcome(1, Mode::Live)).await.unwrap();
+    let new = [("d1/d2/new.html", b"new".to_vec())];
+    ws.send(changeset_frame(
+        2,
+        1,
+        vec![
+            del("a.html"),
+            del("exactly-twenty-bytes"),
+            put(new[0].0, &new[0].1),
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(serve_until_ack(&mut ws, &new).await, 2);
+    let after = digest(&m.root);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        ["d1/d2/deep.html", "d1/d2/new.html"]
+    );
+}
