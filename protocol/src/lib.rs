@@ -12,16 +12,22 @@
 //! - Hostile input is rejected at the edge: [`codec::decode`] refuses garbage, unknown
 //!   versions, oversized frames, and [`SitePath`] refuses any path that could leave the root.
 //!
+//! - Trust the newsroom's key, not the network: every changeset is signed with the site's
+//!   ed25519 key over a hash chain ([`sign`] says exactly what is signed); a mirror pins the
+//!   key from its join token and applies nothing that does not verify.
+//!
 //! ## Non-goals (for now)
-//! Signatures over changesets (planned: see DESIGN.md, "trust the newsroom's key"), relays.
+//! Relays; freshness proofs (a path that withholds every frame can keep a mirror stale, which
+//! its health check then reports, but it cannot make it serve anything unsigned).
 //!
 //! ## Flow
 //! ```text
 //! mirror                                   distributor
-//!   ── Hello { site, mirror, secret, last_seq } ──▶   auth (hashed secret), pick a mode
-//!   ◀── Welcome { site, head_seq, mode } ──
+//!   ── Hello { site, mirror, secret, last_seq, link } ──▶   auth (hashed secret), pick a mode
+//!   ◀── Welcome { site, head_seq, mode, key, rotations } ──   mirror checks the key
 //!   ◀── Blob { hash, .. } ──                   (live only: new small files, pushed ahead)
-//!   ◀── Changeset { seq, kind, ops, last } ──   (one or more frames with the same seq)
+//!   ◀── Changeset { seq, kind, ops, last, proof } ──   (frames with the same seq; the last
+//!                                                        one carries the signature)
 //!   ── Need { hashes } ──▶                     only hashes the mirror holds nowhere
 //!   ◀── Blob { hash, .. } | Chunk { .. } | Gone { hash } ──
 //!   (mirror stages, verifies, fsyncs, renames, records seq)
@@ -48,6 +54,7 @@
 //! - [`codec`]: the one home of the wire format (bincode 2 behind a size limit).
 //! - [`hash`]: [`ContentHash`], a blake3 digest.
 //! - [`path`]: [`SitePath`], a validated site-relative path.
+//! - [`sign`]: the site key, the hash chain, what is signed and how it is checked.
 //! - [`token`]: the join token a mirror is enrolled with.
 
 pub mod codec;
