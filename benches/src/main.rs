@@ -12,6 +12,7 @@
 mod gen;
 mod procs;
 mod report;
+mod signing;
 mod tz;
 
 use std::collections::BTreeMap;
@@ -270,6 +271,7 @@ fn main() -> Result<()> {
         anchors,
     };
     run.notes.extend(build_note);
+    signing::measure(&mut run);
     let t_all = Instant::now();
     run.busy.push((
         "start".into(),
