@@ -75,7 +75,12 @@ pub fn measure(run: &mut Run) {
             run,
             "signing",
             "The cost of signed changesets (in process, median; included in every latency above)",
-            &["changeset", "ops", "origin: digest + sign (µs)", "mirror: digest + verify (µs)"],
+            &[
+                "changeset",
+                "ops",
+                "origin: digest + sign (µs)",
+                "mirror: digest + verify (µs)",
+            ],
         )
         .row(vec![label.into(), n.to_string(), f(sign_us), f(verify_us)]);
     }
