@@ -11,6 +11,7 @@
 //! - [`index`]: the SQLite index (per-path state, tombstones, changesets, mirrors).
 //! - [`hashing`]: blake3 over files that may be changing, on every core.
 //! - [`hub`]: fan-out of committed changesets to sessions, bounded.
+//! - [`tls`]: the stream's optional TLS (rustls, ring), accepted before the WebSocket.
 //! - [`session`]: one task per mirror: catch-up, live stream, blobs, pings.
 //! - [`blobs`]: bytes for a hash (cache, small reads, chunked large reads).
 //! - [`mirrors`]: enrolment, tokens, revocation.
@@ -31,4 +32,5 @@ pub mod mirrors;
 pub mod server;
 pub mod session;
 pub mod status;
+pub mod tls;
 pub mod watch;

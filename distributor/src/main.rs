@@ -9,6 +9,7 @@ use std::time::Duration;
 use tamizdat_distributor::index::Index;
 use tamizdat_distributor::server::{self, ServeOptions};
 use tamizdat_distributor::session::SessionOptions;
+use tamizdat_distributor::tls::Tls;
 use tamizdat_distributor::{keys, lag, mirrors};
 use tamizdat_protocol::JoinToken;
 
@@ -25,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Index and watch the tree, stream changes to mirrors, serve the admin API.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Enrol, list and revoke mirrors (works while `serve` runs).
     Mirror {
         #[command(subcommand)]
@@ -72,8 +73,17 @@ struct Serve {
     #[arg(long, env = "TAMIZDAT_ADMIN_LISTEN", default_value = "127.0.0.1:7301")]
     admin: SocketAddr,
     /// The URL mirrors use to reach --listen, put into join tokens (saved in the state).
+    /// Default: ws://LISTEN, or wss://LISTEN with --tls-cert.
     #[arg(long, env = "TAMIZDAT_PUBLIC_URL")]
     public_url: Option<String>,
+    /// PEM certificate chain (leaf first) for TLS on --listen: mirrors then connect with
+    /// wss://. Needs --tls-key. Without both, the stream is plain ws:// (loopback, or behind a
+    /// TLS-terminating proxy).
+    #[arg(long, env = "TAMIZDAT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TAMIZDAT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Settle window in milliseconds: files arriving within it share a changeset.
     #[arg(long, env = "TAMIZDAT_SETTLE_MS", default_value_t = 1.0)]
     settle_ms: f64,
@@ -83,19 +93,22 @@ struct Serve {
     /// Do not ignore the default temp-file patterns (.tmp-*, *.swp, *~, .#*, ...).
     #[arg(long)]
     no_default_ignores: bool,
-    /// Largest frame accepted, in bytes.
+    /// Largest frame accepted from a mirror, in bytes (at most the default, 16 MiB); a larger
+    /// one is refused with a TooLarge error and the connection closed.
     #[arg(long, default_value_t = tamizdat_protocol::MAX_FRAME_SIZE)]
     max_frame: usize,
     /// Seconds between pings; a mirror silent for three is dropped.
     #[arg(long, default_value_t = 5.0)]
     ping_secs: f64,
-    /// Seconds a new connection has to say hello before it is dropped.
+    /// Seconds a new connection has for each step before `Hello` (TLS handshake, WebSocket
+    /// handshake, the `Hello` itself); one that stalls is dropped and frees its slot.
     #[arg(long, default_value_t = 10.0)]
     hello_timeout_secs: f64,
     /// Changesets queued per mirror before it is switched to catch-up.
     #[arg(long, default_value_t = 256)]
     live_queue: usize,
-    /// Most mirror connections at once.
+    /// Most stream connections at once, counting those not yet authenticated; more are
+    /// refused (closed at once).
     #[arg(long, default_value_t = 1000)]
     max_connections: usize,
     /// Changes of tombstones kept; a mirror away longer gets a full resync.
@@ -175,7 +188,7 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Serve(s) => {
             logging(s.log_format == "json");
-            serve(s).await?;
+            serve(*s).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mirror { cmd } => mirror(cmd),
@@ -228,13 +241,18 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
 }
 
 async fn serve(s: Serve) -> Result<()> {
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+        _ => None,
+    };
     let index = Index::open(&s.state)?;
     let stream = server::bind(s.listen, "mirrors").await?;
     let admin = server::bind(s.admin, "the admin API").await?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let url = s
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("ws://{}", stream.local_addr().unwrap_or(s.listen)));
+        .unwrap_or_else(|| format!("{scheme}://{}", stream.local_addr().unwrap_or(s.listen)));
     index.with(|c| {
         c.execute(
             "INSERT INTO meta(key, value) VALUES ('public_url', ?1)
@@ -247,8 +265,9 @@ async fn serve(s: Serve) -> Result<()> {
     // Printed on stdout so scripts and tests can find ports chosen with :0.
     println!("stream listening on {}", stream.local_addr()?);
     println!("admin listening on {}", admin.local_addr()?);
-    if !stream.local_addr()?.ip().is_loopback() && url.starts_with("ws://") {
-        tracing::warn!("mirrors connect over unencrypted ws:// on a non-loopback address; put a TLS-terminating proxy in front");
+    if !stream.local_addr()?.ip().is_loopback() && tls.is_none() {
+        tracing::warn!(listen = %stream.local_addr()?,
+            "mirrors connect over unencrypted ws:// on a non-loopback address; use --tls-cert and --tls-key, or a TLS-terminating proxy in front");
     }
     let opts = ServeOptions {
         root: s.root,
@@ -266,6 +285,7 @@ async fn serve(s: Serve) -> Result<()> {
         retention: s.retention,
         cache_bytes: 8 << 20,
         max_inline_ops: s.max_inline_ops,
+        tls,
     };
     server::run(opts, stream, admin, shutdown_signal()).await
 }

@@ -5,6 +5,7 @@ use crate::ignore::Ignore;
 use crate::index::Index;
 use crate::journal::{Batch, Journal};
 use crate::session::{self, Ctx, SessionOptions};
+use crate::tls::{self, Tls};
 use crate::watch::{watch, Batcher};
 use crate::{admin, mirrors};
 use anyhow::{Context, Result};
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Everything `serve` needs; every field is a flag of the binary.
 #[derive(Clone, Debug)]
@@ -33,6 +34,8 @@ pub struct ServeOptions {
     pub cache_bytes: usize,
     /// Changesets with more ops are announced, and mirrors catch up from the index.
     pub max_inline_ops: usize,
+    /// TLS on the stream (wss://); plain ws:// when `None`.
+    pub tls: Option<Tls>,
 }
 
 /// Indexes the tree, then serves mirrors on `stream` and the admin API on `admin` until
@@ -153,8 +156,15 @@ pub async fn run(
             continue;
         };
         let ctx = ctx.clone();
+        let tls = opts.tls.clone();
         tokio::spawn(async move {
-            session::handle(sock, addr, ctx).await;
+            match tls::accept(sock, tls.as_ref(), ctx.opts.hello_timeout).await {
+                Ok(conn) => session::handle(conn, addr, ctx).await,
+                Err(e) => {
+                    crate::metrics::add(&ctx.hub.metrics.connections_refused_total, 1);
+                    debug!(%addr, cause = %e, "TLS handshake failed");
+                }
+            }
             drop(permit);
         });
     }

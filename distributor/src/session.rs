@@ -13,6 +13,7 @@ use crate::index::{now_ms, Index};
 use crate::keys::Signing;
 use crate::metrics::add;
 use crate::mirrors;
+use crate::tls::Conn;
 use anyhow::{anyhow, Result};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
@@ -22,7 +23,6 @@ use tamizdat_protocol::{
     decode, encode, Chunk, ContentHash, ErrorCode, Hello, Link, Message, Mode, OpsDigest, SiteId,
     Welcome, GENESIS, INLINE_LIMIT, OPS_PER_FRAME,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message as Ws};
@@ -47,14 +47,14 @@ pub struct Ctx {
     pub opts: SessionOptions,
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Ws>;
-type Stream = futures_util::stream::SplitStream<WebSocketStream<TcpStream>>;
+type Sink = futures_util::stream::SplitSink<WebSocketStream<Conn>, Ws>;
+type Stream = futures_util::stream::SplitStream<WebSocketStream<Conn>>;
 
 /// A closing reason: what to tell the mirror, and the log.
 struct Close(ErrorCode, String);
 
 /// Accepts the websocket and runs the session to its end, logging why it ended.
-pub async fn handle(stream: TcpStream, addr: SocketAddr, ctx: Arc<Ctx>) {
+pub async fn handle(stream: Conn, addr: SocketAddr, ctx: Arc<Ctx>) {
     let _ = stream.set_nodelay(true);
     let config = WebSocketConfig::default()
         .max_message_size(Some(ctx.opts.max_frame))

@@ -116,3 +116,63 @@ fn lag_exits_2_when_the_distributor_cannot_be_asked() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn tls_files_that_cannot_be_used_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    let serve = |cert: &std::path::Path, key: Option<&std::path::Path>| {
+        let mut cmd = dist();
+        cmd.arg("serve")
+            .arg("--root")
+            .arg(d.path())
+            .arg("--state")
+            .arg(d.path().join("state"))
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(cert);
+        if let Some(key) = key {
+            cmd.arg("--tls-key").arg(key);
+        }
+        cmd.output().unwrap()
+    };
+    let missing = d.path().join("missing-cert.pem");
+    let garbage = d.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM at all\n").unwrap();
+
+    // A certificate without a key is refused by the parser.
+    let out = serve(&missing, None);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+    // Unreadable, or with no certificate in it: the file is named.
+    for (cert, name) in [(&missing, "missing-cert.pem"), (&garbage, "garbage.pem")] {
+        let out = serve(cert, Some(&garbage));
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(name) && err.contains("TLS certificate"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn serve_help_gives_each_limit_its_default() {
+    let out = dist().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, default) in [
+        ("--max-connections", "[default: 1000]"),
+        ("--hello-timeout-secs", "[default: 10]"),
+        ("--max-frame", "[default: 16777216]"),
+    ] {
+        // The flag's line and its description, up to the next flag.
+        let text: Vec<&str> = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(flag))
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with('-'))
+            .map(|(_, l)| l)
+            .collect();
+        assert!(text.join("\n").contains(default), "{flag}: {text:?}");
+    }
+}

@@ -22,6 +22,8 @@ pub struct ClientOptions {
     /// No frame from upstream for this long: the connection is dead (upstream pings every
     /// 5 s by default, so this is three missed pings).
     pub silence: Duration,
+    /// Whom a wss:// upstream's certificate must chain to.
+    pub tls: crate::tls::Tls,
 }
 
 impl Default for ClientOptions {
@@ -31,6 +33,7 @@ impl Default for ClientOptions {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             silence: Duration::from_secs(15),
+            tls: crate::tls::Tls::default(),
         }
     }
 }
@@ -80,7 +83,7 @@ async fn session(
         .max_frame_size(Some(opts.max_frame));
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(15),
-        tokio_tungstenite::connect_async_with_config(upstream, Some(config), true),
+        crate::tls::connect(upstream, config, &opts.tls),
     )
     .await
     .map_err(|_| anyhow::anyhow!("connecting to {upstream} timed out"))??;

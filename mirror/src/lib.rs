@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`client`]: the connection upstream, reconnecting with backoff and jitter.
+//! - [`tls`]: reaching upstream over ws:// or wss:// (rustls, ring; pinned CA or web roots).
 //! - [`apply`]: the engine: assemble changesets, fetch missing bytes, publish atomically.
 //! - [`stage`]: the staging area on the served file system; verification of received bytes.
 //! - [`fsops`]: file-system steps that refuse to pass through symlinks.
@@ -18,6 +19,7 @@ pub mod fsops;
 pub mod stage;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 use anyhow::{Context, Result};
 use std::future::Future;

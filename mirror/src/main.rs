@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tamizdat_mirror::{client::ClientOptions, MirrorOptions};
+use tamizdat_mirror::{client::ClientOptions, tls::Tls, MirrorOptions};
 use tamizdat_protocol::JoinToken;
 use tamizdat_serve::{AccessLogTarget, CacheControlRules, IpNet, ServeOptions};
 
@@ -76,7 +76,12 @@ struct Run {
     /// Memory for small hot files, in MiB (0 turns the cache off).
     #[arg(long, default_value_t = 32)]
     hot_cache_mb: usize,
-    /// Largest frame accepted from upstream, in bytes.
+    /// Trust only the CA certificate(s) in this PEM file for a wss:// upstream (a pinned CA).
+    /// Default: the public web's roots (Mozilla's, built in; the host's store is not used).
+    #[arg(long, env = "TAMIZDAT_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Largest frame accepted from upstream, in bytes (at most the default, 16 MiB); a larger
+    /// one is refused with a TooLarge error and the connection closed.
     #[arg(long, default_value_t = tamizdat_protocol::MAX_FRAME_SIZE)]
     max_frame: usize,
     /// Most files one changeset may carry (a full resync lists every file of the site).
@@ -138,6 +143,10 @@ async fn run(r: Run) -> Result<()> {
         None => r.join.clone(),
     };
     let token = JoinToken::decode(&raw).context("Bad --join token")?;
+    let tls = match &r.ca_file {
+        Some(f) => Tls::pinned(f)?,
+        None => Tls::web_roots(),
+    };
     let access_log = match r.access_log.as_deref() {
         None => AccessLogTarget::Off,
         Some("-") => AccessLogTarget::Stdout,
@@ -177,6 +186,7 @@ async fn run(r: Run) -> Result<()> {
         client: ClientOptions {
             max_frame: r.max_frame,
             backoff_max: Duration::from_secs_f64(r.max_backoff),
+            tls,
             ..ClientOptions::default()
         },
         limits: tamizdat_mirror::apply::Limits {

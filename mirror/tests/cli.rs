@@ -6,7 +6,7 @@ use std::process::Command;
 fn a_damaged_token_is_refused_with_a_clear_message() {
     let d = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tamizdat-mirror"))
-        .args(["run", "--join", "tzj1.@@@", "--listen", "127.0.0.1:0"])
+        .args(["run", "--join", "tzj2.@@@", "--listen", "127.0.0.1:0"])
         .arg("--root")
         .arg(d.path().join("root"))
         .arg("--state")

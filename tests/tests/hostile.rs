@@ -492,6 +492,53 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
         tail(&log, 3000)
     );
     assert!(!log.contains("panicked"), "{}", tail(&log, 3000));
+
+    // --max-frame 65536: a blob frame of exactly 65536 bytes is taken, one byte more is not.
+    let (big, at_limit) = blob_frame_of(65536);
+    let put_big = put("big.html", &big);
+    let mut over = at_limit.clone();
+    over.push(0);
+    let e = answer_need_with(&l, put_big.clone(), Ws::Binary(over.into())).await;
+    assert_eq!(e.map(|e| e.0), Some(ErrorCode::TooLarge));
+    assert!(!m.root.join("big.html").exists());
+    let (mut ws, _) = accept(&l).await;
+    ws.send(welcome(2, Mode::Live)).await.unwrap();
+    ws.send(frame(&changeset(2, 1, Mode::Live, vec![put_big])))
+        .await
+        .unwrap();
+    assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
+    ws.send(Ws::Binary(at_limit.into())).await.unwrap();
+    assert_eq!(next_msg(&mut ws).await, Message::Ack { seq: 2 });
+    let (code, _, body) = tokio::task::block_in_place(|| m.get("big.html"));
+    assert_eq!((code, body), (200, big));
+}
+
+/// Page bytes whose raw `Blob` frame is exactly `size` bytes long, and that frame.
+fn blob_frame_of(size: usize) -> (Vec<u8>, Vec<u8>) {
+    let blob = |n: usize| {
+        let data = page(7, n);
+        let f = encode(&Message::Blob(Blob {
+            hash: ContentHash::of(&data),
+            encoding: Encoding::Raw,
+            data: data.clone(),
+        }));
+        (data, f)
+    };
+    exactly(size, blob)
+}
+
+/// `make(n)` for the `n` that makes its frame (the second value) exactly `size` bytes long.
+fn exactly<T>(size: usize, make: impl Fn(usize) -> (T, Vec<u8>)) -> (T, Vec<u8>) {
+    let mut n = size;
+    for _ in 0..8 {
+        let (t, f) = make(n);
+        if f.len() == size {
+            return (t, f);
+        }
+        // Only the payload's length prefix changes size with `n`; a few steps settle it.
+        n = (n + size).checked_sub(f.len()).expect("a frame that small");
+    }
+    panic!("no frame of exactly {size} bytes");
 }
 
 fn changeset_frame(seq: u64, base: u64, ops: Vec<Op>) -> Ws {
@@ -501,19 +548,36 @@ fn changeset_frame(seq: u64, base: u64, ops: Vec<Op>) -> Ws {
 /// On the mirror's next connection: a live changeset with one put; when the mirror asks for its
 /// bytes, answers with `blob`; returns the error the mirror closes with.
 async fn answer_need(l: &TcpListener, op: Op, blob: Blob) -> Option<(ErrorCode, String)> {
+    answer_need_with(l, op, frame(&Message::Blob(blob))).await
+}
+
+/// Like [`answer_need`], answering with any websocket frame.
+async fn answer_need_with(l: &TcpListener, op: Op, answer: Ws) -> Option<(ErrorCode, String)> {
     let (mut ws, _) = accept(l).await;
     ws.send(welcome(2, Mode::Live)).await.unwrap();
     ws.send(frame(&changeset(2, 1, Mode::Live, vec![op])))
         .await
         .unwrap();
     assert!(matches!(next_msg(&mut ws).await, Message::Need { .. }));
-    ws.send(frame(&Message::Blob(blob))).await.unwrap();
+    ws.send(answer).await.unwrap();
     error_from(&mut ws).await
 }
 
 /// 8 MiB of zeros, which zstd packs into a few hundred bytes.
 fn zstd_bomb() -> Vec<u8> {
     zstd::bulk::compress(&vec![0u8; 8 << 20], 3).unwrap()
+}
+
+/// An `Error` frame from a mirror, exactly `size` bytes long.
+fn error_frame_of(size: usize) -> Vec<u8> {
+    let report = |n: usize| {
+        let f = encode(&Message::Error {
+            code: ErrorCode::Internal,
+            message: format!("disk full: {}", "x".repeat(n)),
+        });
+        ((), f)
+    };
+    exactly(size, report).1
 }
 
 async fn connect(addr: SocketAddr) -> Client {
@@ -616,6 +680,34 @@ async fn distributor_refuses_hostile_mirrors_and_keeps_serving() {
         let got = error_from(&mut ws).await;
         assert_eq!(got.as_ref().map(|g| g.0), want, "{what}: {got:?}");
     }
+
+    // --max-frame 65536: a mirror's error report of exactly 65536 bytes is taken (recorded in
+    // the status, no error back); one byte more is refused as too large.
+    let report = error_frame_of(65536);
+    let mut over = report.clone();
+    over.push(0);
+    let mut ws = connect(d.stream).await;
+    ws.send(hello(&token.secret, "m1")).await.unwrap();
+    ws.send(Ws::Binary(over.into())).await.unwrap();
+    let got = error_from(&mut ws).await;
+    assert_eq!(
+        got.as_ref().map(|g| g.0),
+        Some(ErrorCode::TooLarge),
+        "{got:?}"
+    );
+    let mut ws = connect(d.stream).await;
+    ws.send(hello(&token.secret, "m1")).await.unwrap();
+    ws.send(Ws::Binary(report.into())).await.unwrap();
+    let got = error_from(&mut ws).await;
+    assert_eq!(got, None, "a frame at the limit was refused");
+    let recorded = tokio::task::block_in_place(|| d.mirror_status("m1"))["last_error"].clone();
+    assert!(
+        recorded
+            .as_str()
+            .is_some_and(|e| e.starts_with("disk full")),
+        "{recorded}"
+    );
+
     // The real mirror still gets the site.
     let t = tokio::task::block_in_place(|| d.add_mirror("m2"));
     let m = tokio::task::block_in_place(|| Mirror::start(tmp.path(), "m2", &t, &[]));
