@@ -157,9 +157,11 @@ pub async fn run(
         };
         let ctx = ctx.clone();
         let tls = opts.tls.clone();
+        // One deadline for everything before Hello: TLS, the WebSocket upgrade, Hello.
+        let deadline = tokio::time::Instant::now() + ctx.opts.hello_timeout;
         tokio::spawn(async move {
             match tls::accept(sock, tls.as_ref(), ctx.opts.hello_timeout).await {
-                Ok(conn) => session::handle(conn, addr, ctx).await,
+                Ok(conn) => session::handle(conn, addr, ctx, deadline).await,
                 Err(e) => {
                     crate::metrics::add(&ctx.hub.metrics.connections_refused_total, 1);
                     debug!(%addr, cause = %e, "TLS handshake failed");

@@ -53,14 +53,15 @@ type Stream = futures_util::stream::SplitStream<WebSocketStream<Conn>>;
 /// A closing reason: what to tell the mirror, and the log.
 struct Close(ErrorCode, String);
 
-/// Accepts the websocket and runs the session to its end, logging why it ended.
-pub async fn handle(stream: Conn, addr: SocketAddr, ctx: Arc<Ctx>) {
+/// Accepts the websocket and runs the session to its end, logging why it ended. The
+/// WebSocket upgrade and `Hello` must both be done by `deadline`.
+pub async fn handle(stream: Conn, addr: SocketAddr, ctx: Arc<Ctx>, deadline: tokio::time::Instant) {
     let _ = stream.set_nodelay(true);
     let config = WebSocketConfig::default()
         .max_message_size(Some(ctx.opts.max_frame))
         .max_frame_size(Some(ctx.opts.max_frame));
-    let ws = match tokio::time::timeout(
-        ctx.opts.hello_timeout,
+    let ws = match tokio::time::timeout_at(
+        deadline,
         tokio_tungstenite::accept_async_with_config(stream, Some(config)),
     )
     .await
@@ -78,7 +79,7 @@ pub async fn handle(stream: Conn, addr: SocketAddr, ctx: Arc<Ctx>) {
         }
     };
     let (mut sink, mut stream) = ws.split();
-    let hello = match read_hello(&mut stream, &ctx).await {
+    let hello = match read_hello(&mut stream, &ctx, deadline).await {
         Ok(h) => h,
         Err(Close(code, message)) => {
             add(&ctx.hub.metrics.connections_refused_total, 1);
@@ -134,8 +135,12 @@ async fn send_error(sink: &mut Sink, code: ErrorCode, message: &str) -> Result<(
 }
 
 /// Reads and checks the first frame.
-async fn read_hello(stream: &mut Stream, ctx: &Ctx) -> Result<Hello, Close> {
-    let frame = tokio::time::timeout(ctx.opts.hello_timeout, next_frame(stream, ctx))
+async fn read_hello(
+    stream: &mut Stream,
+    ctx: &Ctx,
+    deadline: tokio::time::Instant,
+) -> Result<Hello, Close> {
+    let frame = tokio::time::timeout_at(deadline, next_frame(stream, ctx))
         .await
         .map_err(|_| Close(ErrorCode::Protocol, "no hello in time".into()))??
         .ok_or_else(|| Close(ErrorCode::Protocol, "closed before hello".into()))?;
