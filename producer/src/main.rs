@@ -218,7 +218,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Publish { file, site } => {
-            let value = frontmatter::read_document_file(&file)?;
+            let value = frontmatter::read_document_file(&file, &site.limits())?;
             let doc = match cms::parse_document(value, &site.limits()) {
                 Ok(d) => d,
                 Err(errors) => {

@@ -256,3 +256,81 @@ fn hostile_json_gets_400_and_the_server_keeps_serving() {
         .unwrap()
         .contains("panicked"));
 }
+
+#[test]
+fn hostile_files_get_a_clear_error_from_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let big_front_matter = format!(
+        "+++\ntitle = \"T\"\n{}+++\nBody\n",
+        "k = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n".repeat(10_000)
+    );
+    let laughs = {
+        let mut y = String::from("---\na0: &a0 [\"lol\"]\n");
+        for i in 1..30 {
+            let prev = format!("*a{}", i - 1);
+            y += &format!("a{i}: &a{i} [{}]\n", [prev.as_str(); 9].join(","));
+        }
+        y + "title: T\n---\nBody\n"
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "big.md",
+            big_front_matter.into_bytes(),
+            "front matter is over the limit",
+        ),
+        (
+            "huge.md",
+            format!("+++\ntitle = \"T\"\n+++\n{}", "x".repeat(3 << 20)).into_bytes(),
+            "over the limit of",
+        ),
+        (
+            "deep.md",
+            format!("+++\na = {}\n+++\n", "[".repeat(100_000)).into_bytes(),
+            "TOML front matter",
+        ),
+        (
+            "deep-yaml.md",
+            format!("---\na: {}\n---\n", "[".repeat(100_000)).into_bytes(),
+            "YAML front matter nests '[' and '{' deeper than 128 levels",
+        ),
+        ("laughs.md", laughs.into_bytes(), "YAML front matter"),
+        (
+            "bad-utf8.md",
+            b"+++\ntitle = \"caf\xff\"\n+++\n".to_vec(),
+            "not valid UTF-8",
+        ),
+        (
+            "bad-utf8.json",
+            b"{\"title\": \"\xff\"}".to_vec(),
+            "not valid UTF-8",
+        ),
+        (
+            "deep.json",
+            "[".repeat(100_000).into_bytes(),
+            "not valid JSON",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let file = d.join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let out = cli(d, &["publish", file.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains(want) && !err.contains("panicked"),
+            "{name}: {err}"
+        );
+        assert!(err.len() < 2048, "{name}: {} bytes of error", err.len());
+    }
+    // A document over the tag limit is a bad document: exit 2, one line per field.
+    let tags: Vec<String> = (0..10_000).map(|i| format!("\"t{i}\"")).collect();
+    let file = d.join("tags.md");
+    let text = format!("+++\ntitle = \"T\"\ntags = [{}]\n+++\n", tags.join(","));
+    std::fs::write(&file, text).unwrap();
+    let out = cli(d, &["publish", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("tags: must have at most 50 entries"), "{err}");
+    assert!(!d.join("out/2009").exists());
+}
