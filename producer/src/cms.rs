@@ -21,6 +21,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DOCUMENT_OVERHEAD_BYTES: usize = 256 * 1024;
 const MAX_TAGS: usize = 50;
 const MAX_TAG_CHARS: usize = 100;
+/// Longest tag slug, in bytes. It is a directory name (`tags/{slug}/`), and 100 characters of
+/// four-byte letters would make a 400-byte one: over the 255-byte name limit of file systems,
+/// which failed every render from then on. 200 leaves room for temporary names beside it.
+pub const MAX_TAG_SLUG_BYTES: usize = 200;
 const MAX_AUTHORS: usize = 50;
 const MAX_SHORT_FIELD_CHARS: usize = 200;
 const MAX_SUMMARY_CHARS: usize = 2000;
@@ -353,6 +357,15 @@ pub fn parse_document(value: Value, limits: &Limits) -> Result<Document, Vec<Fie
             errors.push(FieldError::new(
                 format!("tags[{i}]"),
                 "must contain at least one letter or digit",
+            ));
+        } else if slug.len() > MAX_TAG_SLUG_BYTES {
+            errors.push(FieldError::new(
+                format!("tags[{i}]"),
+                format!(
+                    "is too long for a page name: its slug {:?}… is {} bytes, at most {MAX_TAG_SLUG_BYTES}",
+                    slug.chars().take(10).collect::<String>(),
+                    slug.len()
+                ),
             ));
         } else if !tag_list.iter().any(|t| t.slug == slug) {
             tag_list.push(Tag {

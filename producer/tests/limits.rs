@@ -121,6 +121,42 @@ fn media_upload_at_the_limit_is_stored_and_one_byte_more_is_413() {
         1000
     );
     assert!(!p.exists("media/past.bin"));
+    // Names: at the limit stored (with room for its temporary file), one byte more refused.
+    let name = format!("{}.bin", "n".repeat(196));
+    let r = p.request(
+        "POST",
+        &format!("/v1/media?path=d/{name}"),
+        Some(TOKEN),
+        b"x",
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = p.request(
+        "POST",
+        &format!("/v1/media?path=d/n{name}"),
+        Some(TOKEN),
+        b"x",
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(errors(&r)[0].1, "has a component over 200 bytes");
+}
+
+#[test]
+fn a_tag_whose_slug_cannot_be_a_file_name_is_refused_and_the_site_keeps_working() {
+    let p = Producer::start(&[]);
+    // 50 four-byte letters: a 200-byte slug, the most a tag directory may take.
+    let at = "\u{10400}".repeat(50);
+    let r = p.publish(&article("at", "At", &[&at], "2009-04-01"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(p.exists(&format!("tags/{}/index.html", "\u{10428}".repeat(50))));
+    // 100 of them is within the 100-character tag limit, but a 400-byte directory name.
+    let past = "\u{10400}".repeat(100);
+    let r = p.publish(&article("past", "Past", &["ok", &past], "2009-04-01"));
+    assert_eq!(r.status, 400);
+    let e = errors(&r);
+    assert_eq!(e[0].0, "tags[1]", "{e:?}");
+    assert!(e[0].1.contains("400 bytes, at most 200"), "{e:?}");
+    let r = p.publish(&article("after", "After", &["ok"], "2009-04-02"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
 #[test]
