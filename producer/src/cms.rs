@@ -15,8 +15,16 @@ pub const MAX_SLUG_BYTES: usize = 128;
 pub const MAX_TITLE_CHARS: usize = 500;
 /// Default limit on the size of `body`, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Room for every field but `body` in an encoded document, and for escaping around the body.
+/// The other fields' own limits add up to well under half of it (`extra` 64 KiB, 50 tags and
+/// 50 authors of 200 characters, a 2,000-character summary).
+pub const DOCUMENT_OVERHEAD_BYTES: usize = 256 * 1024;
 const MAX_TAGS: usize = 50;
 const MAX_TAG_CHARS: usize = 100;
+/// Longest tag slug, in bytes. It is a directory name (`tags/{slug}/`), and 100 characters of
+/// four-byte letters would make a 400-byte one: over the 255-byte name limit of file systems,
+/// which failed every render from then on. 200 leaves room for temporary names beside it.
+pub const MAX_TAG_SLUG_BYTES: usize = 200;
 const MAX_AUTHORS: usize = 50;
 const MAX_SHORT_FIELD_CHARS: usize = 200;
 const MAX_SUMMARY_CHARS: usize = 2000;
@@ -99,6 +107,16 @@ impl std::fmt::Display for FieldError {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+}
+
+impl Limits {
+    /// The largest a valid document can be as JSON or Markdown with front matter: twice the
+    /// body (JSON escaping) plus [`DOCUMENT_OVERHEAD_BYTES`]. Larger input is refused unread.
+    pub fn max_document_bytes(&self) -> usize {
+        self.max_body_bytes
+            .saturating_mul(2)
+            .saturating_add(DOCUMENT_OVERHEAD_BYTES)
+    }
 }
 
 impl Default for Limits {
@@ -339,6 +357,15 @@ pub fn parse_document(value: Value, limits: &Limits) -> Result<Document, Vec<Fie
             errors.push(FieldError::new(
                 format!("tags[{i}]"),
                 "must contain at least one letter or digit",
+            ));
+        } else if slug.len() > MAX_TAG_SLUG_BYTES {
+            errors.push(FieldError::new(
+                format!("tags[{i}]"),
+                format!(
+                    "is too long for a page name: its slug {:?}… is {} bytes, at most {MAX_TAG_SLUG_BYTES}",
+                    slug.chars().take(10).collect::<String>(),
+                    slug.len()
+                ),
             ));
         } else if !tag_list.iter().any(|t| t.slug == slug) {
             tag_list.push(Tag {

@@ -3,9 +3,25 @@
 //! TOML between `+++` lines or YAML between `---` lines, then the Markdown body. The result is
 //! the same JSON object the HTTP hook takes, so one validator ([`crate::cms`]) judges both.
 //! A missing `slug` defaults to the file name without its extension.
+//!
+//! Hostile files get an error, never a panic or an unbounded allocation: a file over
+//! [`Limits::max_document_bytes`] is refused unread, front matter over
+//! [`MAX_FRONT_MATTER_BYTES`] before it is parsed, and YAML nesting brackets deeper than
+//! [`MAX_YAML_FLOW_DEPTH`] before it is parsed (libyaml's scanner is quadratic in that depth:
+//! 20,000 `[` took 2.6 s). The parsers bound other nesting and YAML alias expansion
+//! themselves. Error messages quote at most a short snippet of the input.
 
+use crate::cms::{Limits, DOCUMENT_OVERHEAD_BYTES};
 use serde_json::{Map, Value};
 use std::path::Path;
+
+/// Longest front matter accepted, in bytes: every field but the body fits in far less.
+pub const MAX_FRONT_MATTER_BYTES: usize = DOCUMENT_OVERHEAD_BYTES;
+/// Deepest nesting of `[` and `{` accepted in YAML front matter; serde_yaml refuses deeper
+/// documents anyway, after scanning them.
+pub const MAX_YAML_FLOW_DEPTH: usize = 128;
+/// Longest parser message passed on whole; longer ones (a snippet of a huge line) are cut.
+const MAX_ERROR_CHARS: usize = 1024;
 
 /// Why a file could not be turned into a document object.
 #[derive(Debug, thiserror::Error)]
@@ -13,21 +29,33 @@ pub enum FrontMatterError {
     #[error("front matter starts with {0} but has no closing {0} line")]
     Unclosed(&'static str),
     #[error("TOML front matter: {0}")]
-    Toml(#[from] toml::de::Error),
+    Toml(String),
     #[error("YAML front matter: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(String),
+    #[error("YAML front matter nests '[' and '{{' deeper than {MAX_YAML_FLOW_DEPTH} levels")]
+    TooDeep,
     #[error("front matter must be a table of keys, not a single value")]
     NotATable,
+    #[error("front matter is over the limit of {MAX_FRONT_MATTER_BYTES} bytes")]
+    TooLarge,
 }
 
 /// Splits `text` into its front matter (as a JSON object) and body.
 pub fn parse_markdown(text: &str, default_slug: Option<&str>) -> Result<Value, FrontMatterError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let (mut map, body) = if let Some((fm, body)) = split(text, "+++")? {
-        let table: toml::Table = toml::from_str(fm)?;
+        let table: toml::Table = toml::from_str(fm).map_err(|e| {
+            FrontMatterError::Toml(short_message(e.to_string(), || {
+                format!("{} at bytes {:?}", e.message().trim(), e.span())
+            }))
+        })?;
         (toml_to_json(toml::Value::Table(table)), body)
     } else if let Some((fm, body)) = split(text, "---")? {
-        let v: serde_yaml::Value = serde_yaml::from_str(fm)?;
+        if flow_depth(fm) > MAX_YAML_FLOW_DEPTH {
+            return Err(FrontMatterError::TooDeep);
+        }
+        let v: serde_yaml::Value = serde_yaml::from_str(fm)
+            .map_err(|e| FrontMatterError::Yaml(short_message(e.to_string(), String::new)))?;
         let v = if v.is_null() {
             Value::Object(Map::new())
         } else {
@@ -49,10 +77,29 @@ pub fn parse_markdown(text: &str, default_slug: Option<&str>) -> Result<Value, F
 }
 
 /// Reads a `.json` or Markdown file into a document object.
-pub fn read_document_file(path: &Path) -> anyhow::Result<Value> {
+pub fn read_document_file(path: &Path, limits: &Limits) -> anyhow::Result<Value> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(path)
+    use std::io::Read;
+    let max = limits.max_document_bytes();
+    let file =
+        std::fs::File::open(path).with_context(|| format!("Failed to open {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
         .with_context(|| format!("Failed to read {}", path.display()))?;
+    if bytes.len() > max {
+        anyhow::bail!(
+            "{} is over the limit of {max} bytes for a document (see --max-body-bytes)",
+            path.display()
+        );
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not valid UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     let is_json = path.extension().is_some_and(|e| e == "json");
     if is_json {
         return serde_json::from_str(&text)
@@ -82,8 +129,41 @@ fn split<'a>(
             return Ok(Some((&rest[..offset], body)));
         }
         offset += line.len();
+        if offset > MAX_FRONT_MATTER_BYTES {
+            return Err(FrontMatterError::TooLarge);
+        }
     }
     Err(FrontMatterError::Unclosed(fence))
+}
+
+/// `full`, or when that is too long, `short()` (or `full` cut, if `short()` is empty).
+fn short_message(full: String, short: impl FnOnce() -> String) -> String {
+    if full.chars().count() <= MAX_ERROR_CHARS {
+        return full;
+    }
+    let short = short();
+    if !short.is_empty() && short.chars().count() <= MAX_ERROR_CHARS {
+        return short;
+    }
+    let cut: String = full.chars().take(MAX_ERROR_CHARS).collect();
+    format!("{cut}…")
+}
+
+/// The deepest nesting of `[` and `{` in `text`, counting brackets inside strings too (a
+/// string needs over a hundred unclosed brackets to be refused by this).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn toml_to_json(v: toml::Value) -> Value {

@@ -18,7 +18,7 @@
 //! - [`output`]: atomic, only-if-changed writes with precompressed variants.
 //! - [`site`]: the publisher that ties these together.
 //! - [`lock`]: the single-writer rule between processes.
-//! - [`http`], [`media`]: the HTTP hook and uploads.
+//! - [`http`], [`media`]: the HTTP hook and uploads; [`ratelimit`]: publishes per token.
 //! - [`watch`]: re-render a directory of Markdown files on save.
 
 pub mod cms;
@@ -31,6 +31,7 @@ pub mod markup;
 pub mod media;
 pub mod output;
 pub mod pages;
+pub mod ratelimit;
 pub mod render;
 pub mod site;
 pub mod store;

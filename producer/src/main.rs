@@ -43,6 +43,18 @@ enum Cmd {
         /// Largest upload on /v1/media, in bytes (default: no limit).
         #[arg(long, env = "TAMIZDAT_MAX_MEDIA_BYTES")]
         max_media_bytes: Option<u64>,
+        /// Largest request body on /v1/publish, in bytes; larger ones get 413 unread
+        /// [default: 2 × --max-body-bytes + 256 KiB].
+        #[arg(long, env = "TAMIZDAT_MAX_REQUEST_BYTES")]
+        max_request_bytes: Option<usize>,
+        /// Publishes and unpublishes per second per token, sustained; past it, 429 with
+        /// Retry-After. Fractions allowed (0.5 = one every 2 s).
+        #[arg(long, env = "TAMIZDAT_MAX_PUBLISHES_PER_SEC", default_value_t = http::DEFAULT_MAX_PUBLISHES_PER_SEC, value_parser = parse_rate)]
+        max_publishes_per_sec: f64,
+        /// Publishes per token accepted at once before the rate applies
+        /// [default: the rate, rounded up].
+        #[arg(long, env = "TAMIZDAT_PUBLISH_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+        publish_burst: Option<u32>,
     },
     /// Publish a document: a .json file, or Markdown with TOML (+++) or YAML (---) front matter.
     Publish {
@@ -175,11 +187,19 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             listen,
             token_file,
             max_media_bytes,
+            max_request_bytes,
+            max_publishes_per_sec,
+            publish_burst,
         } => {
             let token = read_token(token_file.as_deref(), &site.state)?;
+            let limits = site.limits();
             let opts = HookOptions {
                 token,
-                limits: site.limits(),
+                limits,
+                max_request_bytes: max_request_bytes.unwrap_or(limits.max_document_bytes()),
+                max_publishes_per_sec,
+                publish_burst: publish_burst
+                    .unwrap_or_else(|| max_publishes_per_sec.ceil().clamp(1.0, 1e6) as u32),
                 max_media_bytes,
             };
             let site = Site::open(site.options())?;
@@ -198,7 +218,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Publish { file, site } => {
-            let value = frontmatter::read_document_file(&file)?;
+            let value = frontmatter::read_document_file(&file, &site.limits())?;
             let doc = match cms::parse_document(value, &site.limits()) {
                 Ok(d) => d,
                 Err(errors) => {
@@ -251,6 +271,13 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             watch::run(&mut site, &dir, limits, stop)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number")),
     }
 }
 

@@ -11,6 +11,9 @@ use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
 const MAX_MEDIA_PATH_BYTES: usize = 1024;
+/// Longest file or directory name, in bytes: file systems allow 255, and the temporary file
+/// beside it (`.tmp-{name}{16 hex}`, here and on mirrors) needs room too.
+pub const MAX_MEDIA_NAME_BYTES: usize = 200;
 
 /// Why an upload failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +57,8 @@ pub fn check_path(p: &str) -> Result<String, String> {
         if part.starts_with('.') {
             return Err(format!("component {part:?} must not start with '.'"));
         }
-        if part.len() > 255 {
-            return Err("has a component over 255 bytes".into());
+        if part.len() > MAX_MEDIA_NAME_BYTES {
+            return Err(format!("has a component over {MAX_MEDIA_NAME_BYTES} bytes"));
         }
     }
     Ok(p.to_string())

@@ -26,7 +26,7 @@ fn is_markdown(p: &Path) -> bool {
 
 /// Publishes one file; returns its slug. Problems are logged, never fatal.
 fn publish_file(site: &mut Site, path: &Path, limits: &Limits) -> Option<String> {
-    let value = match frontmatter::read_document_file(path) {
+    let value = match frontmatter::read_document_file(path, limits) {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(file = %path.display(), cause = format!("{e:#}"), "cannot read document");

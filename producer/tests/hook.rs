@@ -367,7 +367,8 @@ fn trusted_mode_keeps_body_html_but_still_escapes_fields() {
 
 #[test]
 fn concurrent_publishes_all_land_and_listings_agree() {
-    let p = Producer::start(&[]);
+    // 100 at once is past the default burst of 50 (tests/limits.rs covers that).
+    let p = Producer::start(&["--publish-burst", "100"]);
     std::thread::scope(|s| {
         for i in 0..100 {
             let p = &p;

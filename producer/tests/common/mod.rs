@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 pub const TOKEN: &str = "test-token-0123456789";
@@ -23,6 +23,7 @@ pub struct Producer {
     child: Child,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl Producer {
@@ -39,9 +40,19 @@ impl Producer {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Producer {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    /// Starts `serve` in `dir` with extra flags and environment variables.
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Producer {
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
         let mut child = Command::new(bin())
+            .envs(env.iter().copied())
             .arg("serve")
             .args(site_args(dir.path()))
             .args(["--listen", "127.0.0.1:0", "--token-file"])
@@ -55,11 +66,16 @@ impl Producer {
             .expect("start tamizdat-producer");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let printed = Arc::new(Mutex::new(String::new()));
+        let keep = printed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(a) = line.strip_prefix("listening on http://") {
                     let _ = tx.send(a.parse::<SocketAddr>().unwrap());
                 }
+                let mut keep = keep.lock().unwrap();
+                keep.push_str(&line);
+                keep.push('\n');
             }
         });
         let addr = match rx.recv_timeout(TIMEOUT) {
@@ -71,7 +87,19 @@ impl Producer {
                 panic!("producer did not report its address; stderr:\n{log}");
             }
         };
-        Producer { child, addr, dir }
+        Producer {
+            child,
+            addr,
+            dir,
+            stdout: printed,
+        }
+    }
+
+    /// Everything the server printed so far: stdout, then the stderr log.
+    pub fn output(&self) -> String {
+        let stdout = self.stdout.lock().unwrap().clone();
+        let stderr = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap();
+        format!("{stdout}{stderr}")
     }
 
     pub fn request(
@@ -145,11 +173,26 @@ pub fn cli(dir: &Path, args: &[&str]) -> Output {
     wait_output(child)
 }
 
+/// Waits for `child`, reading its pipes meanwhile (a child that fills a pipe would otherwise
+/// block forever), and kills it after [`TIMEOUT`].
 fn wait_output(mut child: Child) -> Output {
+    fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            return Output {
+                status,
+                stdout: stdout.join().unwrap(),
+                stderr: stderr.join().unwrap(),
+            };
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -161,10 +204,20 @@ fn wait_output(mut child: Child) -> Output {
 
 pub struct Response {
     pub status: u16,
+    /// Status line and headers.
+    pub head: String,
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// The value of the first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
@@ -205,7 +258,7 @@ pub fn request(
     {
         body = dechunk(&body);
     }
-    Response { status, body }
+    Response { status, head, body }
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
