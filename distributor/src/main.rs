@@ -42,6 +42,13 @@ enum Cmd {
         /// Seconds of lag (or of silence, for a disconnected mirror) over which to exit 1.
         #[arg(long)]
         max_lag: Option<f64>,
+        /// Redraw every --interval seconds until Ctrl-C, like `top` (with --json: one JSON
+        /// document per line); exits with the code of the last look.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
+        interval: f64,
     },
 }
 
@@ -122,6 +129,13 @@ enum MirrorCmd {
     },
 }
 
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err("a number of seconds from 0.1 to 3600".into()),
+    }
+}
+
 fn logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -171,28 +185,14 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
             admin,
             json,
             max_lag,
-        } => {
-            let status = match lag::fetch(&admin).await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", lag::table(&status));
-            }
-            if let Some(max) = max_lag {
-                let bad = lag::over(&status, max);
-                if !bad.is_empty() {
-                    eprintln!("over {max} s: {}", bad.join(", "));
-                    return Ok(ExitCode::from(1));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+            watch,
+            interval,
+        } => Ok(ExitCode::from(if watch {
+            let every = Duration::from_secs_f64(interval);
+            lag::watch(&admin, json, max_lag, every, shutdown_signal()).await
+        } else {
+            lag::once(&admin, json, max_lag).await
+        })),
     }
 }
 
