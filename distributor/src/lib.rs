@@ -14,12 +14,13 @@
 //! - [`session`]: one task per mirror: catch-up, live stream, blobs, pings.
 //! - [`blobs`]: bytes for a hash (cache, small reads, chunked large reads).
 //! - [`mirrors`]: enrolment, tokens, revocation.
-//! - [`status`], [`admin`], [`lag`], [`metrics`]: what operators see.
+//! - [`status`], [`admin`], [`lag`], [`metrics`], [`history`]: what operators see.
 //! - [`ignore`]: temp-file patterns that are never sent.
 
 pub mod admin;
 pub mod blobs;
 pub mod hashing;
+pub mod history;
 pub mod hub;
 pub mod ignore;
 pub mod index;

@@ -605,6 +605,7 @@ impl Engine {
         synced.map_err(|_| anyhow::anyhow!("directory sync thread panicked"))??;
         committed?;
         self.status.set_applied(plan.seq);
+        self.status.metrics.applied(t.elapsed().as_secs_f64());
         *self.status.site.lock().unwrap() = Some(site);
         *self.status.error.lock().unwrap() = None;
         let _ = self.out.send(Output::Send(Message::Ack { seq: plan.seq }));

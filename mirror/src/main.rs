@@ -85,6 +85,10 @@ struct Run {
     /// Log format.
     #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
     log_format: String,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address; off when not given. Keep it
+    /// on loopback or a management network: the --listen port is public, this one need not be.
+    #[arg(long, env = "TAMIZDAT_METRICS")]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -154,6 +158,15 @@ async fn run(r: Run) -> Result<()> {
     let listener = std::net::TcpListener::bind(r.listen)
         .with_context(|| format!("Failed to listen on {}", r.listen))?;
     println!("http listening on {}", listener.local_addr()?);
+    let metrics = match r.metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("Failed to listen on {addr} for metrics"))?;
+            println!("metrics listening on {}", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
     let opts = MirrorOptions {
         token,
         upstream: r.upstream,
@@ -168,6 +181,7 @@ async fn run(r: Run) -> Result<()> {
             backoff_max: Duration::from_secs_f64(r.max_backoff),
             ..ClientOptions::default()
         },
+        metrics,
     };
     tamizdat_mirror::run(opts, listener, shutdown_signal()).await
 }
