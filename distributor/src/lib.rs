@@ -14,6 +14,7 @@
 //! - [`session`]: one task per mirror: catch-up, live stream, blobs, pings.
 //! - [`blobs`]: bytes for a hash (cache, small reads, chunked large reads).
 //! - [`mirrors`]: enrolment, tokens, revocation.
+//! - [`promote`]: a mirror's copy of the site made the tree of a new origin.
 //! - [`status`], [`admin`], [`lag`], [`metrics`], [`history`]: what operators see.
 //! - [`ignore`]: temp-file patterns that are never sent.
 
@@ -28,6 +29,7 @@ pub mod journal;
 pub mod lag;
 pub mod metrics;
 pub mod mirrors;
+pub mod promote;
 pub mod server;
 pub mod session;
 pub mod status;

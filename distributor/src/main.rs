@@ -9,7 +9,7 @@ use std::time::Duration;
 use tamizdat_distributor::index::Index;
 use tamizdat_distributor::server::{self, ServeOptions};
 use tamizdat_distributor::session::SessionOptions;
-use tamizdat_distributor::{lag, mirrors};
+use tamizdat_distributor::{lag, mirrors, promote};
 use tamizdat_protocol::JoinToken;
 
 #[derive(Parser)]
@@ -30,6 +30,19 @@ enum Cmd {
     Mirror {
         #[command(subcommand)]
         cmd: MirrorCmd,
+    },
+    /// Start a new origin from a mirror's copy of the site (when the origin is lost): copy its
+    /// root without the mirror's own .tamizdat* files into a new root, create a new state.
+    Promote {
+        /// The root of a mirror (stopped) that holds the site.
+        #[arg(long)]
+        from_mirror_root: PathBuf,
+        /// The new origin's tree (must be new or empty).
+        #[arg(long)]
+        root: PathBuf,
+        /// The new origin's state (must be new or empty).
+        #[arg(long)]
+        state: PathBuf,
     },
     /// Show every mirror's lag; exit 1 when one is over --max-lag, 2 when the distributor
     /// cannot be asked.
@@ -181,6 +194,27 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mirror { cmd } => mirror(cmd),
+        Cmd::Promote {
+            from_mirror_root,
+            root,
+            state,
+        } => {
+            let c = promote::promote(&from_mirror_root, &root, &state)?;
+            eprintln!(
+                "copied {} files ({} bytes) from {} to {}; new state in {}\n\
+                 next: tamizdat-distributor serve --root {} --state {} --public-url URL\n\
+                 then, for each mirror: tamizdat-distributor mirror add NAME --state {} (a new join token)",
+                c.files,
+                c.bytes,
+                from_mirror_root.display(),
+                root.display(),
+                state.display(),
+                root.display(),
+                state.display(),
+                state.display(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Lag {
             admin,
             json,
