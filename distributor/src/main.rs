@@ -11,6 +11,7 @@ use tamizdat_distributor::server::{self, ServeOptions};
 use tamizdat_distributor::session::SessionOptions;
 use tamizdat_distributor::{lag, mirrors, promote};
 use tamizdat_protocol::JoinToken;
+use tamizdat_serve::daemon::shutdown_signal;
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Index and watch the tree, stream changes to mirrors, serve the admin API.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Enrol, list and revoke mirrors (works while `serve` runs).
     Mirror {
         #[command(subcommand)]
@@ -113,9 +114,13 @@ struct Serve {
     /// from the index, in frames, so memory stays flat when a whole tree is copied in.
     #[arg(long, default_value_t = tamizdat_distributor::journal::MAX_INLINE_OPS)]
     max_inline_ops: usize,
-    /// Log format.
-    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+    /// Log format: human (coloured on a terminal) or json (one object per line).
+    #[arg(long, env = "TAMIZDAT_LOG_FORMAT", default_value = "human", value_parser = ["human", "pretty", "json"])]
     log_format: String,
+    /// A TOML file of flags (keys are the long flag names, e.g. `max-lag = 30`); flags given
+    /// on the command line win. See deploy/distributor.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -149,19 +154,6 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     }
 }
 
-fn logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 fn main() -> ExitCode {
     // Two malloc arenas, not eight per core: the threads here allocate briefly and glibc's
     // per-thread arenas would otherwise keep tens of megabytes resident.
@@ -169,7 +161,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let cli = Cli::parse();
+    let cli = match tamizdat_serve::daemon::args_with_config(std::env::args_os()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -189,8 +187,8 @@ fn main() -> ExitCode {
 async fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Serve(s) => {
-            logging(s.log_format == "json");
-            serve(s).await?;
+            tamizdat_serve::daemon::init_logging(&s.log_format);
+            serve(*s).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mirror { cmd } => mirror(cmd),
@@ -271,16 +269,6 @@ async fn serve(s: Serve) -> Result<()> {
         max_inline_ops: s.max_inline_ops,
     };
     server::run(opts, stream, admin, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }
 
 fn mirror(cmd: MirrorCmd) -> Result<ExitCode> {
