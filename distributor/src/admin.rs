@@ -223,7 +223,7 @@ fn render_page(s: &Status, history: &History, max_lag: f64) -> String {
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
          <meta http-equiv=refresh content=5><title>tamizdat: {fresh} fresh, {stale} stale</title>\
          <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
-         table{{border-collapse:collapse}}td,th{{padding:.35em .9em;text-align:left;border-bottom:1px solid #ddd}}\
+         table{{border-collapse:collapse}}td,th{{padding:.35em .9em;text-align:left;border-bottom:1px solid #ddd;white-space:nowrap}}\
          .num{{text-align:right;font-variant-numeric:tabular-nums}}\
          tr.stale td.verdict{{color:#fff;background:#c0392b;font-weight:bold}}\
          tr.fresh td.verdict{{color:#1e7d32;font-weight:bold}}tr.revoked{{color:#999}}\
@@ -262,17 +262,22 @@ fn sparkline(samples: &[history::Sample], now_ms: u64) -> String {
         .collect();
     let max = recent.iter().map(|s| s.1).fold(1.0f64, f64::max);
     let mut points = String::new();
+    let mut last = (W, H - 1.0);
     for (age, lag) in recent {
         let x = W * (1.0 - age / hour);
         let y = H - 1.0 - (H - 2.0) * (lag / max);
         let _ = write!(points, "{x:.1},{y:.1} ");
+        last = (x, y);
     }
     format!(
         "<svg width={W} height={H} viewBox=\"0 0 {W} {H}\" role=img>\
          <title>lag over the last hour; top = {max:.1} s</title>\
          <rect width={W} height={H} fill=#f4f4f4 />\
-         <polyline points=\"{}\" fill=none stroke=#c0392b stroke-width=1.5 /></svg>",
-        points.trim_end()
+         <polyline points=\"{}\" fill=none stroke=#c0392b stroke-width=1.5 />\
+         <circle cx={:.1} cy={:.1} r=2.5 fill=#c0392b /></svg>",
+        points.trim_end(),
+        last.0 - 2.5,
+        last.1.clamp(2.5, H - 2.5),
     )
 }
 
