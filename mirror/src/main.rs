@@ -97,8 +97,10 @@ struct Run {
 }
 
 fn main() -> ExitCode {
-    // Two malloc arenas, not eight per core: see the distributor's main.
+    // Two malloc arenas, not eight per core: see the distributor's main. glibc only: musl's
+    // allocator (the static build) has no per-thread arenas and no mallopt.
     // SAFETY: mallopt only adjusts the allocator's tuning; called before any other thread.
+    #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
