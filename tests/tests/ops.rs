@@ -190,7 +190,7 @@ fn metrics_are_scraped_from_both_daemons_and_move() {
     // Incompressible, so byte counters have a floor.
     let noise: Vec<u8> = (0..5000).map(|_| rand::random::<u8>()).collect();
     write_atomic(&src.join("index.html"), &noise);
-    let d = Distributor::start(tmp.path(), &src, &[]);
+    let d = Distributor::start(tmp.path(), &src, &["--log-format", "json"]);
     let t = d.add_mirror("m1");
     let m = Mirror::start(tmp.path(), "m1", &t, &["--metrics", "127.0.0.1:0"]);
     converge(&src, &[&m], Duration::from_secs(30));
@@ -263,6 +263,21 @@ fn metrics_are_scraped_from_both_daemons_and_move() {
     assert!(
         d.scrape().value("tamizdat_changesets_total", &[])
             > dm.value("tamizdat_changesets_total", &[])
+    );
+
+    // --log-format json: every log line is one JSON object with structured fields.
+    let log = d.proc.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "mirror connected"
+                && l["fields"]["mirror"] == "m1"
+                && l["level"] == "INFO"),
+        "{log}"
     );
 
     // Bad input is answered cleanly.
