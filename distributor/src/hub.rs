@@ -51,6 +51,8 @@ pub struct Hub {
     sessions: Mutex<HashMap<String, Live>>,
     /// The last error each mirror reported (disk full, ...), until it acknowledges again.
     errors: Mutex<HashMap<String, String>>,
+    /// Sessions each mirror has opened since start (reconnects, for the metrics).
+    connections: Mutex<HashMap<String, u64>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -63,6 +65,7 @@ impl Hub {
             metrics: Metrics::default(),
             sessions: Mutex::new(HashMap::new()),
             errors: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
             next_id: 1.into(),
         })
     }
@@ -128,6 +131,12 @@ impl Hub {
             mode: "connecting",
             kick: Arc::new(Notify::new()),
         };
+        *self
+            .connections
+            .lock()
+            .unwrap()
+            .entry(name.to_owned())
+            .or_default() += 1;
         if let Some(old) = self
             .sessions
             .lock()
@@ -183,6 +192,16 @@ impl Hub {
 
     pub fn error(&self, name: &str) -> Option<String> {
         self.errors.lock().unwrap().get(name).cloned()
+    }
+
+    /// Sessions each mirror has opened since the distributor started.
+    pub fn connections(&self) -> HashMap<String, u64> {
+        self.connections.lock().unwrap().clone()
+    }
+
+    /// Changesets in the live fan-out queue not yet taken by the slowest session.
+    pub fn queue_depth(&self) -> usize {
+        self.live.len()
     }
 
     pub fn sessions(&self) -> HashMap<String, Live> {

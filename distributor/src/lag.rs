@@ -2,7 +2,9 @@
 //!
 //! Exit codes: 0 all mirrors within `--max-lag`; 1 at least one is not (its data lag is over
 //! the limit, or it has not been heard from for longer than the limit); 2 the distributor
-//! could not be asked.
+//! could not be asked. `--watch` redraws every `--interval` seconds until Ctrl-C and exits with
+//! the code of its last look. The JSON is `/v1/status` as is (fields documented in
+//! docs/operator.md; fields are added, never renamed or removed).
 
 use crate::status::Status;
 use anyhow::{bail, Context, Result};
@@ -79,4 +81,102 @@ pub fn table(s: &Status) -> String {
         }
     }
     out
+}
+
+/// The exit code for one look at the status: 0 fresh, 1 some mirror over `max_lag`.
+pub fn verdict(s: &Status, max_lag: Option<f64>) -> (u8, Vec<String>) {
+    match max_lag {
+        Some(max) => {
+            let bad = over(s, max);
+            (u8::from(!bad.is_empty()), bad)
+        }
+        None => (0, Vec::new()),
+    }
+}
+
+/// One look: prints the table (or one JSON document) and returns the exit code (0, 1 or 2).
+pub async fn once(admin: &str, json: bool, max_lag: Option<f64>) -> u8 {
+    let status = match fetch(admin).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).expect("status serialises")
+        );
+    } else {
+        print!("{}", table(&status));
+    }
+    let (code, bad) = verdict(&status, max_lag);
+    if code != 0 {
+        eprintln!("over {} s: {}", max_lag.unwrap_or(0.0), bad.join(", "));
+    }
+    code
+}
+
+/// `lag --watch`: redraws the table in place every `interval` (like `top`), or with `json`
+/// prints one compact JSON document per line, until `stop` resolves. Returns the exit code of
+/// the last look, so a script that stops the watch still learns the verdict.
+pub async fn watch(
+    admin: &str,
+    json: bool,
+    max_lag: Option<f64>,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> u8 {
+    use std::io::Write;
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut code = 0;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return code,
+            _ = tick.tick() => {}
+        }
+        let mut screen = String::new();
+        match fetch(admin).await {
+            Ok(s) => {
+                let (c, bad) = verdict(&s, max_lag);
+                code = c;
+                if json {
+                    screen = serde_json::to_string(&s).expect("status serialises");
+                    screen.push('\n');
+                } else {
+                    screen.push_str(&format!(
+                        "tamizdat lag: {admin}  head {}  every {:.1} s  (Ctrl-C to quit)\n\n",
+                        s.head_seq,
+                        interval.as_secs_f64()
+                    ));
+                    screen.push_str(&table(&s));
+                    if c != 0 {
+                        screen.push_str(&format!(
+                            "\nover {} s: {}\n",
+                            max_lag.unwrap_or(0.0),
+                            bad.join(", ")
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                code = 2;
+                if json {
+                    eprintln!("error: {e:#}");
+                } else {
+                    screen = format!("tamizdat lag: {admin}\n\nerror: {e:#}\n");
+                }
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        if !json {
+            // Home the cursor, clear the screen: redraw in place.
+            let _ = out.write_all(b"\x1b[H\x1b[2J");
+        }
+        let _ = out.write_all(screen.as_bytes());
+        let _ = out.flush();
+    }
 }

@@ -15,12 +15,14 @@
 //! - [`session`]: one task per mirror: catch-up, live stream, blobs, pings.
 //! - [`blobs`]: bytes for a hash (cache, small reads, chunked large reads).
 //! - [`mirrors`]: enrolment, tokens, revocation.
-//! - [`status`], [`admin`], [`lag`], [`metrics`]: what operators see.
+//! - [`promote`]: a mirror's copy of the site made the tree of a new origin.
+//! - [`status`], [`admin`], [`lag`], [`metrics`], [`history`]: what operators see.
 //! - [`ignore`]: temp-file patterns that are never sent.
 
 pub mod admin;
 pub mod blobs;
 pub mod hashing;
+pub mod history;
 pub mod hub;
 pub mod ignore;
 pub mod index;
@@ -29,6 +31,7 @@ pub mod keys;
 pub mod lag;
 pub mod metrics;
 pub mod mirrors;
+pub mod promote;
 pub mod server;
 pub mod session;
 pub mod status;

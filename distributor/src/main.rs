@@ -10,8 +10,9 @@ use tamizdat_distributor::index::Index;
 use tamizdat_distributor::server::{self, ServeOptions};
 use tamizdat_distributor::session::SessionOptions;
 use tamizdat_distributor::tls::Tls;
-use tamizdat_distributor::{keys, lag, mirrors};
+use tamizdat_distributor::{keys, lag, mirrors, promote};
 use tamizdat_protocol::JoinToken;
+use tamizdat_serve::daemon::shutdown_signal;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,19 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MirrorCmd,
     },
+    /// Start a new origin from a mirror's copy of the site (when the origin is lost): copy its
+    /// root without the mirror's own .tamizdat* files into a new root, create a new state.
+    Promote {
+        /// The root of a mirror (stopped) that holds the site.
+        #[arg(long)]
+        from_mirror_root: PathBuf,
+        /// The new origin's tree (must be new or empty).
+        #[arg(long)]
+        root: PathBuf,
+        /// The new origin's state (must be new or empty).
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// Show every mirror's lag; exit 1 when one is over --max-lag, 2 when the distributor
     /// cannot be asked.
     Lag {
@@ -43,6 +57,13 @@ enum Cmd {
         /// Seconds of lag (or of silence, for a disconnected mirror) over which to exit 1.
         #[arg(long)]
         max_lag: Option<f64>,
+        /// Redraw every --interval seconds until Ctrl-C, like `top` (with --json: one JSON
+        /// document per line); exits with the code of the last look.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
+        interval: f64,
     },
     /// Make the site's signing key (`serve` makes one on first start too); prints its
     /// fingerprint. Refuses when the state already holds a key.
@@ -118,9 +139,13 @@ struct Serve {
     /// from the index, in frames, so memory stays flat when a whole tree is copied in.
     #[arg(long, default_value_t = tamizdat_distributor::journal::MAX_INLINE_OPS)]
     max_inline_ops: usize,
-    /// Log format.
-    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+    /// Log format: human (coloured on a terminal) or json (one object per line).
+    #[arg(long, env = "TAMIZDAT_LOG_FORMAT", default_value = "human", value_parser = ["human", "pretty", "json"])]
     log_format: String,
+    /// A TOML file of flags (keys are the long flag names, e.g. `max-lag = 30`); flags given
+    /// on the command line win. See deploy/distributor.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -147,16 +172,10 @@ enum MirrorCmd {
     },
 }
 
-fn logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err("a number of seconds from 0.1 to 3600".into()),
     }
 }
 
@@ -167,7 +186,13 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let cli = Cli::parse();
+    let cli = match tamizdat_serve::daemon::args_with_config(std::env::args_os()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -187,7 +212,7 @@ fn main() -> ExitCode {
 async fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Serve(s) => {
-            logging(s.log_format == "json");
+            tamizdat_serve::daemon::init_logging(&s.log_format);
             serve(*s).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -211,32 +236,39 @@ async fn real_main(cli: Cli) -> Result<ExitCode> {
             println!("{}", keys.key().fingerprint());
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Promote {
+            from_mirror_root,
+            root,
+            state,
+        } => {
+            let c = promote::promote(&from_mirror_root, &root, &state)?;
+            eprintln!(
+                "copied {} files ({} bytes) from {} to {}; new state in {}\n\
+                 next: tamizdat-distributor serve --root {} --state {} --public-url URL\n\
+                 then, for each mirror: tamizdat-distributor mirror add NAME --state {} (a new join token)",
+                c.files,
+                c.bytes,
+                from_mirror_root.display(),
+                root.display(),
+                state.display(),
+                root.display(),
+                state.display(),
+                state.display(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Lag {
             admin,
             json,
             max_lag,
-        } => {
-            let status = match lag::fetch(&admin).await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", lag::table(&status));
-            }
-            if let Some(max) = max_lag {
-                let bad = lag::over(&status, max);
-                if !bad.is_empty() {
-                    eprintln!("over {max} s: {}", bad.join(", "));
-                    return Ok(ExitCode::from(1));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+            watch,
+            interval,
+        } => Ok(ExitCode::from(if watch {
+            let every = Duration::from_secs_f64(interval);
+            lag::watch(&admin, json, max_lag, every, shutdown_signal()).await
+        } else {
+            lag::once(&admin, json, max_lag).await
+        })),
     }
 }
 
@@ -288,16 +320,6 @@ async fn serve(s: Serve) -> Result<()> {
         tls,
     };
     server::run(opts, stream, admin, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }
 
 fn mirror(cmd: MirrorCmd) -> Result<ExitCode> {

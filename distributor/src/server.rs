@@ -74,10 +74,7 @@ pub async fn run(
         signing.clone(),
     );
     let t = Instant::now();
-    let hashed_before = hub
-        .metrics
-        .hashed_bytes_total
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let hashed_before = hub.metrics.hashed_bytes_total.get();
     let seq = tokio::task::block_in_place(|| {
         journal.apply(Batch {
             rescan: true,
@@ -85,11 +82,7 @@ pub async fn run(
         })
     })
     .context("Failed to index the tree")?;
-    let hashed = hub
-        .metrics
-        .hashed_bytes_total
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - hashed_before;
+    let hashed = hub.metrics.hashed_bytes_total.get() - hashed_before;
     info!(
         root = %root.display(),
         head = seq.unwrap_or(head),

@@ -789,6 +789,7 @@ impl Engine {
         committed?;
         self.status.set_applied(plan.seq);
         *self.status.link.lock().unwrap() = plan.proof.next;
+        self.status.metrics.applied(t.elapsed().as_secs_f64());
         *self.status.site.lock().unwrap() = Some(site);
         *self.status.error.lock().unwrap() = None;
         let _ = self.out.send(Output::Send(Message::Ack { seq: plan.seq }));

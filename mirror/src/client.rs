@@ -120,7 +120,10 @@ async fn session(
                     Err(e) => return Err(e.into()),
                 };
                 let bytes = match f {
-                    Ws::Binary(b) => b,
+                    Ws::Binary(b) => {
+                        status.metrics.bytes_received.inc_by(b.len() as u64);
+                        b
+                    }
                     Ws::Close(_) => return Ok(()),
                     Ws::Text(_) => return refuse(&mut sink, ErrorCode::Malformed, "text frames are not spoken here").await,
                     _ => continue,

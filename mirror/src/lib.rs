@@ -12,10 +12,12 @@
 //! - [`fsops`]: file-system steps that refuse to pass through symlinks.
 //! - [`store`]: durable state (what is served, the applied sequence, the pending changeset).
 //! - [`status`]: freshness, for the health endpoint.
+//! - [`metrics`]: `GET /metrics` on its own listener.
 
 pub mod apply;
 pub mod client;
 pub mod fsops;
+pub mod metrics;
 pub mod stage;
 pub mod status;
 pub mod store;
@@ -40,6 +42,8 @@ pub struct MirrorOptions {
     pub http_threads: usize,
     pub client: client::ClientOptions,
     pub limits: apply::Limits,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Runs the mirror: engine thread, upstream client, HTTP server, until `shutdown`.
@@ -90,6 +94,15 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    if let Some(l) = opts.metrics {
+        let registry = metrics::registry(status.clone(), site.clone());
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(l, registry, stop).await {
+                tracing::error!(cause = %format!("{e:#}"), "metrics server failed");
+            }
+        });
+    }
     let threads = tamizdat_serve::spawn_threads(listener, site, status, http_threads, stop_rx)
         .context("Failed to start the HTTP server")?;
     tokio::task::spawn_blocking(move || threads.join())

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tamizdat_mirror::{client::ClientOptions, tls::Tls, MirrorOptions};
 use tamizdat_protocol::JoinToken;
+use tamizdat_serve::daemon::shutdown_signal;
 use tamizdat_serve::{AccessLogTarget, CacheControlRules, IpNet, ServeOptions};
 
 #[derive(Parser)]
@@ -98,28 +99,36 @@ struct Run {
     /// Longest wait between reconnection attempts, in seconds.
     #[arg(long, default_value_t = 5.0)]
     max_backoff: f64,
-    /// Log format.
-    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+    /// Log format: human (coloured on a terminal) or json (one object per line).
+    #[arg(long, env = "TAMIZDAT_LOG_FORMAT", default_value = "human", value_parser = ["human", "pretty", "json"])]
     log_format: String,
+    /// A TOML file of flags (keys are the long flag names, e.g. `max-lag = 30`); flags given
+    /// on the command line win. See deploy/mirror.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address; off when not given. Keep it
+    /// on loopback or a management network: the --listen port is public, this one need not be.
+    #[arg(long, env = "TAMIZDAT_METRICS")]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
-    // Two malloc arenas, not eight per core: see the distributor's main.
+    // Two malloc arenas, not eight per core: see the distributor's main. glibc only: musl's
+    // allocator (the static build) has no per-thread arenas and no mallopt.
     // SAFETY: mallopt only adjusts the allocator's tuning; called before any other thread.
+    #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let Cmd::Run(r) = Cli::parse().cmd;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if r.log_format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
+    let args = match tamizdat_serve::daemon::args_with_config(std::env::args_os()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Cmd::Run(r) = Cli::parse_from(args).cmd;
+    tamizdat_serve::daemon::init_logging(&r.log_format);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -174,6 +183,15 @@ async fn run(r: Run) -> Result<()> {
     let listener = std::net::TcpListener::bind(r.listen)
         .with_context(|| format!("Failed to listen on {}", r.listen))?;
     println!("http listening on {}", listener.local_addr()?);
+    let metrics = match r.metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("Failed to listen on {addr} for metrics"))?;
+            println!("metrics listening on {}", l.local_addr()?);
+            Some(l)
+        }
+        None => None,
+    };
     let opts = MirrorOptions {
         token,
         upstream: r.upstream,
@@ -194,16 +212,7 @@ async fn run(r: Run) -> Result<()> {
             max_path_len: r.max_path_len.into(),
             max_path_depth: r.max_path_depth.into(),
         },
+        metrics,
     };
     tamizdat_mirror::run(opts, listener, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }

@@ -20,6 +20,8 @@ pub struct Status {
     pub link: Mutex<Link>,
     /// The last failure to apply (disk full, ...), cleared by the next success.
     pub error: Mutex<Option<String>>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Status {

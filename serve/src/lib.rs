@@ -55,16 +55,20 @@
 //! - `site.rs`: [`Site`], the publish gate, opening files beneath the root, the hash cache.
 //! - `cache.rs`: the hot cache. `target.rs`: request target rules. `body.rs`: bodies.
 //! - `access_log.rs`: combined-format access log. `options.rs`: [`ServeOptions`].
+//! - [`daemon`]: `--config` files, logging and shutdown shared by both daemons.
+//! - `stats.rs`: [`ServeStats`], responses by status, bytes served, hot-cache hits.
 
 mod access_log;
 mod body;
 mod cache;
+pub mod daemon;
 mod health;
 mod options;
 mod resource;
 mod respond;
 mod server;
 mod site;
+mod stats;
 mod target;
 
 pub use body::Body;
@@ -76,3 +80,4 @@ pub use options::{
 };
 pub use server::{run, spawn_threads, Threads};
 pub use site::{InvalidHash, PublishGuard, Site};
+pub use stats::ServeStats;

@@ -55,6 +55,14 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub(crate) async fn serve<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body> {
         let resp = self.respond(&req).await;
+        let body = if req.method() == Method::HEAD {
+            0
+        } else {
+            hyper::body::Body::size_hint(resp.body())
+                .exact()
+                .unwrap_or(0)
+        };
+        self.site.stats.response(resp.status().as_u16(), body);
         if let Some(log) = &self.log {
             log.record(&req, &resp, peer, &self.site.opts.trusted_proxies);
         }

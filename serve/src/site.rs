@@ -38,6 +38,7 @@ pub struct Site {
     dir: OnceLock<RootDir>,
     no_openat2: AtomicBool,
     hot: HotCache,
+    pub(crate) stats: crate::stats::ServeStats,
     hashes: Mutex<Hashes>,
 }
 
@@ -123,6 +124,7 @@ impl Site {
     pub fn new(root: PathBuf, opts: ServeOptions) -> Arc<Site> {
         Arc::new(Site {
             hot: HotCache::new(opts.hot_cache_bytes),
+            stats: Default::default(),
             root,
             opts,
             gate: RwLock::new(()),
@@ -135,6 +137,11 @@ impl Site {
     /// The directory served.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Requests answered, bytes served, hot-cache hits: for metrics.
+    pub fn stats(&self) -> &crate::stats::ServeStats {
+        &self.stats
     }
 
     /// The options in force.
@@ -204,9 +211,11 @@ impl Site {
     async fn find(self: &Arc<Self>, rel: &str) -> Option<Result<Arc<Resource>, ()>> {
         if let Some(res) = self.hot.get(rel) {
             if res.loaded_at.elapsed() < self.opts.revalidate_after {
+                self.stats.hot(true);
                 return Some(Ok(res));
             }
         }
+        self.stats.hot(false);
         let site = self.clone();
         let key = rel.to_owned();
         let loaded = tokio::task::spawn_blocking(move || site.load(&key))

@@ -178,7 +178,12 @@ pub struct Distributor {
 
 impl Distributor {
     pub fn start(dir: &Path, root: &Path, extra: &[&str]) -> Distributor {
-        let state = dir.join("dist-state");
+        Self::start_with_state(dir, root, &dir.join("dist-state"), extra)
+    }
+
+    /// Like [`Distributor::start`], with the state in `state`.
+    pub fn start_with_state(dir: &Path, root: &Path, state: &Path, extra: &[&str]) -> Distributor {
+        let state = state.to_owned();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (proc, stream, admin) = Self::spawn(dir, root, &state, "127.0.0.1:0", &extra);
         Distributor {
@@ -273,15 +278,14 @@ impl Distributor {
             .unwrap_or_else(|| panic!("no mirror {name} in status"))
     }
 
+    /// One unlabelled sample of the admin `/metrics`, `tamizdat_` prefix left out.
     pub fn metric(&self, name: &str) -> u64 {
-        let (_, _, body) = http_get(self.admin, "/metrics");
-        let text = String::from_utf8(body).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("tamizdat_{name} ")))
-            .unwrap_or_else(|| panic!("no metric {name}"))
-            .trim()
-            .parse()
-            .unwrap()
+        self.scrape().value(&format!("tamizdat_{name}"), &[]) as u64
+    }
+
+    /// The admin `/metrics`, parsed.
+    pub fn scrape(&self) -> Metrics {
+        scrape(self.admin, "/metrics")
     }
 }
 
@@ -292,6 +296,8 @@ pub struct Mirror {
     pub root: PathBuf,
     pub state: PathBuf,
     pub http: SocketAddr,
+    /// `--metrics` listener, when the mirror was started with `--metrics 127.0.0.1:0`.
+    pub metrics: Option<SocketAddr>,
     token: String,
     dir: PathBuf,
     extra: Vec<String>,
@@ -334,12 +340,14 @@ impl Mirror {
         setup(&mut cmd);
         let proc = Proc::spawn(name, dir, &mut cmd);
         let http = proc.line("http listening on").parse().expect("addr");
+        let metrics = Self::metrics_addr(&proc, &extra);
         Mirror {
             name: name.to_owned(),
             proc,
             root,
             state,
             http,
+            metrics,
             token: token.to_owned(),
             dir: dir.to_owned(),
             extra,
@@ -362,6 +370,21 @@ impl Mirror {
         );
         let http = proc.line("http listening on").parse().expect("addr");
         (proc, http)
+    }
+
+    fn metrics_addr(proc: &Proc, extra: &[String]) -> Option<SocketAddr> {
+        extra
+            .iter()
+            .any(|a| a == "--metrics")
+            .then(|| proc.line("metrics listening on").parse().expect("addr"))
+    }
+
+    /// Scrapes the mirror's `/metrics` (it must have been started with `--metrics`).
+    pub fn scrape(&self) -> Metrics {
+        scrape(
+            self.metrics.expect("mirror started without --metrics"),
+            "/metrics",
+        )
     }
 
     fn command(token: &str, root: &Path, state: &Path, listen: &str, extra: &[String]) -> Command {
@@ -388,6 +411,7 @@ impl Mirror {
             &self.http.to_string(),
             &self.extra,
         );
+        self.metrics = Self::metrics_addr(&proc, &self.extra);
         self.proc = proc;
         self.http = http;
     }
@@ -604,4 +628,146 @@ pub fn page(seed: u64, n: usize) -> Vec<u8> {
     }
     out.truncate(n);
     out
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed scrape: every sample, and the `# TYPE` of every family.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    pub types: BTreeMap<String, String>,
+    pub text: String,
+}
+
+impl Metrics {
+    /// Parses the Prometheus / OpenMetrics text format (what our endpoints write): comments,
+    /// `name value` and `name{k="v",...} value`, with `\\`, `\"` and `\n` escapes in label
+    /// values. Panics on a line it cannot read, so a malformed exposition fails the test.
+    pub fn parse(text: &str) -> Metrics {
+        let mut m = Metrics {
+            text: text.to_owned(),
+            ..Metrics::default()
+        };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line");
+                m.types.insert(name.to_owned(), kind.to_owned());
+            } else if !(line.starts_with('#') || line.trim().is_empty()) {
+                m.samples
+                    .push(parse_sample(line).unwrap_or_else(|| panic!("bad sample line {line:?}")));
+            }
+        }
+        m
+    }
+
+    /// The sample `name` whose labels include all of `labels`, if any.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+
+    /// Like [`Metrics::get`], panicking with the whole scrape when the sample is missing.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in:\n{}", self.text))
+    }
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
+    let name = line[..name_end].to_owned();
+    let b = line.as_bytes();
+    let mut i = name_end;
+    let mut labels = BTreeMap::new();
+    if b[i] == b'{' {
+        i += 1;
+        loop {
+            if b.get(i)? == &b'}' {
+                i += 1;
+                break;
+            }
+            let eq = i + line[i..].find("=\"")?;
+            let key = line[i..eq].to_owned();
+            i = eq + 2;
+            let mut value = String::new();
+            loop {
+                match *b.get(i)? {
+                    b'\\' => {
+                        value.push(match *b.get(i + 1)? {
+                            b'n' => '\n',
+                            c => c as char,
+                        });
+                        i += 2;
+                    }
+                    b'"' => break,
+                    _ => {
+                        let c = line[i..].chars().next()?;
+                        value.push(c);
+                        i += c.len_utf8();
+                    }
+                }
+            }
+            i += 1;
+            if b.get(i) == Some(&b',') {
+                i += 1;
+            }
+            labels.insert(key, value);
+        }
+    }
+    let value = match line[i..].split_whitespace().next()? {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// GETs `path` from `addr` and parses it as a Prometheus exposition (status must be 200).
+pub fn scrape(addr: SocketAddr, path: &str) -> Metrics {
+    let (code, _, body) = http_get(addr, path);
+    let text = String::from_utf8(body).expect("metrics are UTF-8");
+    assert_eq!(code, 200, "{addr}{path}: {text}");
+    Metrics::parse(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_text_format() {
+        let m = Metrics::parse(
+            "# HELP a_total x\n# TYPE a counter\na_total 3\n\
+             b{mirror=\"m\\\"1\",status=\"200\"} 2.5\nc_bucket{le=\"+Inf\"} 4\n# EOF\n",
+        );
+        assert_eq!(m.types["a"], "counter");
+        assert_eq!(m.value("a_total", &[]), 3.0);
+        assert_eq!(m.value("b", &[("mirror", "m\"1"), ("status", "200")]), 2.5);
+        assert_eq!(m.value("c_bucket", &[("le", "+Inf")]), 4.0);
+        assert_eq!(m.get("b", &[("mirror", "m2")]), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "bad sample line")]
+    fn a_malformed_line_fails() {
+        Metrics::parse("a{b=\"1\" 2\n");
+    }
 }
