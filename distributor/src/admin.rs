@@ -206,7 +206,7 @@ fn render_page(s: &Status, history: &History, max_lag: f64) -> String {
             rows,
             "<tr class={verdict} data-mirror=\"{name}\"><td>{name}</td><td class=verdict>{verdict}</td>\
              <td>{state}</td><td>{addr}</td><td class=num>{acked}/{head}</td><td class=num>{lc}</td>\
-             <td class=num>{ls:.1}</td><td>{spark}</td><td>{seen}</td><td>{err}</td></tr>",
+             <td class=num>{ls:.1}</td><td>{spark}</td><td>{seen}</td><td>{ver}</td><td>{err}</td></tr>",
             // Mirror names are restricted to [A-Za-z0-9._-]: nothing to escape.
             name = m.name,
             state = m.state,
@@ -216,6 +216,7 @@ fn render_page(s: &Status, history: &History, max_lag: f64) -> String {
             lc = m.lag_changes,
             ls = m.lag_seconds,
             spark = sparkline(&samples, s.now_ms),
+            ver = escape(m.version.as_deref().unwrap_or("-")),
             err = escape(m.last_error.as_deref().unwrap_or("")),
         );
     }
@@ -233,7 +234,7 @@ fn render_page(s: &Status, history: &History, max_lag: f64) -> String {
          (stale: offline, or more than {max_lag} s behind) &middot; distributor {version}</p>\
          <table><thead><tr><th>mirror</th><th>freshness</th><th>state</th><th>address</th>\
          <th>acked/head</th><th>lag (changes)</th><th>lag (s)</th><th>lag, last hour</th>\
-         <th>last seen</th><th>last error</th></tr></thead><tbody>\n{rows}</tbody></table>\
+         <th>last seen</th><th>version</th><th>last error</th></tr></thead><tbody>\n{rows}</tbody></table>\
          <p><a href=/v1/status>JSON</a> &middot; <a href=/metrics>metrics</a></p></body></html>\n",
         site = s.site,
         head = s.head_seq,

@@ -40,6 +40,8 @@ pub struct Live {
     pub bytes_sent: u64,
     pub blob_bytes_sent: u64,
     pub mode: &'static str,
+    /// What the mirror says it runs (`tamizdat-mirror/0.1.0`), printable ASCII, short.
+    pub agent: Arc<str>,
     pub kick: Arc<Notify>,
 }
 
@@ -118,7 +120,13 @@ impl Hub {
     }
 
     /// Registers a session under `name`, kicking out an older session of the same mirror.
-    pub fn join(&self, name: &str, addr: SocketAddr, acked: u64) -> Live {
+    pub fn join(&self, name: &str, addr: SocketAddr, acked: u64, agent: &str) -> Live {
+        // Shown on the status page and in JSON: keep it short and printable.
+        let agent: String = agent
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(64)
+            .collect();
         let live = Live {
             id: self
                 .next_id
@@ -129,6 +137,7 @@ impl Hub {
             bytes_sent: 0,
             blob_bytes_sent: 0,
             mode: "connecting",
+            agent: agent.into(),
             kick: Arc::new(Notify::new()),
         };
         *self

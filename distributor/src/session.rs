@@ -89,9 +89,9 @@ pub async fn handle(stream: Conn, addr: SocketAddr, ctx: Arc<Ctx>, deadline: tok
         }
     };
     let name = hello.mirror.clone();
-    let live = ctx.hub.join(&name, addr, hello.last_seq);
+    let live = ctx.hub.join(&name, addr, hello.last_seq, &hello.agent);
     add(&ctx.hub.metrics.connections_total, 1);
-    info!(mirror = %name, %addr, last_seq = hello.last_seq, "mirror connected");
+    info!(mirror = %name, %addr, last_seq = hello.last_seq, agent = %live.agent, "mirror connected");
     let mut s = Session {
         name: name.clone(),
         id: live.id,

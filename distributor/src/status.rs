@@ -33,6 +33,9 @@ pub struct MirrorStatus {
     pub last_seen_ms: u64,
     /// The last error the mirror reported (disk full, ...), until it acknowledges again.
     pub last_error: Option<String>,
+    /// What a connected mirror says it runs (`tamizdat-mirror/0.1.0`).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 pub fn collect(hub: &Hub, index: &Index) -> Result<Status> {
@@ -66,6 +69,7 @@ pub fn collect(hub: &Hub, index: &Index) -> Result<Status> {
             blob_bytes_sent: session.map_or(0, |s| s.blob_bytes_sent),
             last_seen_ms: session.map_or(m.last_seen_ms, |s| s.last_seen_ms),
             last_error: hub.error(&m.name),
+            version: session.map(|s| s.agent.to_string()),
             name: m.name,
         });
     }

@@ -94,6 +94,7 @@ async fn session(
         secret: token.secret.clone(),
         last_seq: status.applied(),
         link: *status.link.lock().unwrap(),
+        agent: concat!("tamizdat-mirror/", env!("CARGO_PKG_VERSION")).into(),
     });
     sink.send(Ws::Binary(encode(&hello).into())).await?;
     let mut welcomed = false;

@@ -88,6 +88,7 @@ mod tests {
                 secret: "s".into(),
                 last_seq: 42,
                 link: [4; 32],
+                agent: "tamizdat-mirror/0.1.0".into(),
             }),
             Message::Welcome(Welcome {
                 site: SiteId([2; 16]),

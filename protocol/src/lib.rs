@@ -23,7 +23,7 @@
 //! ## Flow
 //! ```text
 //! mirror                                   distributor
-//!   ── Hello { site, mirror, secret, last_seq, link } ──▶   auth (hashed secret), pick a mode
+//!   ── Hello { site, mirror, secret, last_seq, link, agent } ──▶   auth (hashed secret), pick a mode
 //!   ◀── Welcome { site, head_seq, mode, key, rotations } ──   mirror checks the key
 //!   ◀── Blob { hash, .. } ──                   (live only: new small files, pushed ahead)
 //!   ◀── Changeset { seq, kind, ops, last, proof } ──   (frames with the same seq; the last

@@ -67,6 +67,8 @@ pub struct Hello {
     pub last_seq: u64,
     /// The hash-chain link of that changeset ([`crate::sign`]).
     pub link: Link,
+    /// The mirror's software and version (`tamizdat-mirror/0.1.0`), shown to operators.
+    pub agent: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

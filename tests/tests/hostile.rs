@@ -607,6 +607,7 @@ async fn distributor_refuses_hostile_mirrors_and_keeps_serving() {
             secret: secret.into(),
             last_seq: 0,
             link: GENESIS,
+            agent: "hostile".into(),
         }))
     };
     let cases: Vec<(&str, Vec<Ws>, Option<ErrorCode>)> = vec![

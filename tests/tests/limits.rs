@@ -36,6 +36,7 @@ fn hello(token: &str) -> Ws {
             secret: t.secret,
             last_seq: 0,
             link: GENESIS,
+            agent: "limits-test".into(),
         }))
         .into(),
     )

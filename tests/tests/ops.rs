@@ -332,6 +332,12 @@ fn a_full_disk_keeps_the_old_version_does_not_ack_and_recovers() {
     wait_for("the mirror to ack the head", || {
         d.mirror_status("m1")["acked_seq"] == head
     });
+    let version = d.mirror_status("m1")["version"].clone();
+    assert_eq!(
+        version.as_str(),
+        Some(concat!("tamizdat-mirror/", env!("CARGO_PKG_VERSION"))),
+        "the status names what the mirror runs"
+    );
 
     // Fill the disk to the last byte (in a name the mirror never serves).
     let filler = root.join(".tamizdat-filler");

@@ -103,6 +103,10 @@ fn status_page_lists_mirrors_and_shows_a_stopped_one_stale() {
         let r = row(&dom, n);
         assert!(r.contains(">fresh<") && r.contains("<svg"), "{n}: {r}");
         assert!(r.contains("127.0.0.1:"), "{n} without its address: {r}");
+        assert!(
+            r.contains(">tamizdat-mirror/"),
+            "{n} without its version: {r}"
+        );
     }
     assert!(dom.contains("3 fresh, 0 stale"), "{dom}");
 

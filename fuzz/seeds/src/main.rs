@@ -16,6 +16,7 @@ fn main() -> std::io::Result<()> {
             secret: "s3cret".into(),
             last_seq: 42,
             link: [7; 32],
+            agent: "tamizdat-mirror/0.1.0".into(),
         }),
         Message::Hello(Hello {
             site: None,
@@ -23,6 +24,7 @@ fn main() -> std::io::Result<()> {
             secret: String::new(),
             last_seq: 0,
             link: GENESIS,
+            agent: String::new(),
         }),
         Message::Welcome(Welcome {
             site: SiteId([2; 16]),
