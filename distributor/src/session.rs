@@ -56,7 +56,6 @@ struct Close(ErrorCode, String);
 /// Accepts the websocket and runs the session to its end, logging why it ended. The
 /// WebSocket upgrade and `Hello` must both be done by `deadline`.
 pub async fn handle(stream: Conn, addr: SocketAddr, ctx: Arc<Ctx>, deadline: tokio::time::Instant) {
-    let _ = stream.set_nodelay(true);
     let config = WebSocketConfig::default()
         .max_message_size(Some(ctx.opts.max_frame))
         .max_frame_size(Some(ctx.opts.max_frame));

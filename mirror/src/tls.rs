@@ -13,10 +13,7 @@ use rustls::{ClientConfig, RootCertStore};
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -24,6 +21,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::either::Either;
 use tracing::warn;
 
 /// Whom a `wss://` upstream's certificate must chain to.
@@ -95,11 +93,8 @@ fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-/// The stream to upstream, encrypted or not.
-pub enum Upstream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// The stream to upstream: plain TCP, or TLS over it.
+pub type Upstream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// Connects to a `ws://` or `wss://` URL and completes the WebSocket handshake (the same
 /// answer as `tokio_tungstenite::connect_async_with_config`).
@@ -137,12 +132,12 @@ pub async fn connect(
             .connect(name, tcp)
             .await
             .map_err(|e| handshake_error(e, url, tls))?;
-        Upstream::Tls(Box::new(tls_stream))
+        Either::Right(Box::new(tls_stream))
     } else {
         if !is_loopback(&host) {
             warn!(upstream = %url, "the link to upstream is not encrypted (ws://); use wss:// unless a TLS-terminating proxy is in between");
         }
-        Upstream::Plain(tcp)
+        Either::Left(tcp)
     };
     tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
@@ -164,46 +159,6 @@ fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host.to_ascii_lowercase().ends_with(".localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-impl AsyncRead for Upstream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Upstream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upstream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Upstream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
 
 #[cfg(test)]
