@@ -771,3 +771,18 @@ mod tests {
         Metrics::parse("a{b=\"1\" 2\n");
     }
 }
+
+/// True when the server closed the connection (end of stream or reset) before [`TIMEOUT`].
+pub fn dropped(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}

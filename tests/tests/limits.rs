@@ -3,7 +3,7 @@
 //! (`--hello-timeout-secs`). Frame sizes are in `hostile.rs`, next to the other bad frames.
 
 use futures_util::{SinkExt, StreamExt};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Instant;
 use tamizdat_protocol::*;
@@ -63,20 +63,6 @@ async fn join(addr: SocketAddr, token: &str) -> Client {
     let m = first_message(&mut ws).await;
     assert!(matches!(m, Some(Message::Welcome(_))), "{m:?}");
     ws
-}
-
-/// True when the server closed the connection (end of stream or reset) before [`TIMEOUT`].
-fn dropped(s: &mut std::net::TcpStream) -> bool {
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,20 +136,6 @@ fn plain_upgrade_answered(addr: std::net::SocketAddr) -> bool {
     }
 }
 
-/// True when the server closed the connection (end of stream or reset) before [`TIMEOUT`].
-fn dropped(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
 #[test]
 fn a_stalled_tls_handshake_is_dropped_by_the_hello_timeout() {
     let tmp = tempfile::tempdir().unwrap();
