@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use tamizdat_protocol::sign::Signature;
+use tamizdat_protocol::sign::{hex, unhex, Signature};
 use tamizdat_protocol::{Rotation, SiteId, SiteKey, SiteSigner};
 
 pub const KEY_FILE: &str = "site.key";
@@ -106,9 +106,9 @@ fn write_private(dir: &Path, name: &str, data: &[u8], replace: bool) -> Result<b
 
 fn parse_secret(text: &str, path: &Path) -> Result<SiteSigner> {
     let t = text.trim();
-    let bytes = SiteKey::from_hex(t)
+    let secret = unhex::<32>(t)
         .with_context(|| format!("{} is damaged: expected 64 hex digits", path.display()))?;
-    Ok(SiteSigner::from_secret(&bytes.0))
+    Ok(SiteSigner::from_secret(&secret))
 }
 
 fn parse_rotations(text: &str, path: &Path) -> Result<Vec<Rotation>> {
@@ -126,25 +126,14 @@ fn parse_rotations(text: &str, path: &Path) -> Result<Vec<Rotation>> {
         };
         let old = SiteKey::from_hex(old).with_context(bad)?;
         let new = SiteKey::from_hex(new).with_context(bad)?;
-        let sig = (sig.len() == 128)
-            .then(|| {
-                let a = SiteKey::from_hex(&sig[..64])?;
-                let b = SiteKey::from_hex(&sig[64..])?;
-                let mut s = [0u8; 64];
-                s[..32].copy_from_slice(&a.0);
-                s[32..].copy_from_slice(&b.0);
-                Some(Signature(s))
-            })
-            .flatten()
-            .with_context(bad)?;
+        let sig = Signature::from_hex(sig).with_context(bad)?;
         out.push(Rotation { old, new, sig });
     }
     Ok(out)
 }
 
 fn rotation_line(r: &Rotation) -> String {
-    let sig: String = r.sig.0.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{} {} {sig}\n", r.old.to_hex(), r.new.to_hex())
+    format!("{} {} {}\n", r.old.to_hex(), r.new.to_hex(), r.sig.to_hex())
 }
 
 /// The keys in `state`, if a key was made there.
@@ -229,10 +218,6 @@ pub fn rotate(state: &Path, site: SiteId) -> Result<Keys> {
     let secret = format!("{}\n", hex(&signer.secret()));
     write_private(state, KEY_FILE, secret.as_bytes(), true)?;
     Ok(Keys { signer, rotations })
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

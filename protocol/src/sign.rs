@@ -66,11 +66,13 @@ pub type Link = [u8; 32];
 /// The link before the first changeset.
 pub const GENESIS: Link = [0; 32];
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (keys, signatures, site ids in files and logs).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+/// Exactly `N` bytes from `2N` hex digits.
+pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != 2 * N || !s.is_ascii() {
         return None;
     }
@@ -144,6 +146,16 @@ impl fmt::Debug for Fingerprint {
 /// An ed25519 signature (64 bytes on the wire, no length prefix).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Signature(pub [u8; 64]);
+
+impl Signature {
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        unhex(s).map(Self)
+    }
+}
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
