@@ -51,9 +51,7 @@ pub fn measure(run: &mut Run) {
         let ops = ops(n);
         let reps = if n >= 100_000 { 7 } else { 201 };
         let statement = |ops: &[Op]| {
-            let mut d = OpsDigest::new();
-            d.add_all(ops);
-            let ops_digest = d.finish();
+            let ops_digest = OpsDigest::of(ops);
             Statement {
                 site,
                 seq: 2,

@@ -159,9 +159,7 @@ impl Journal {
         ops.extend(puts);
         // Linked and signed before anything is sent. A changeset too big to send inline has
         // no ops here, and is digested as none: mirrors reach past it by a signed catch-up.
-        let mut digest = OpsDigest::new();
-        digest.add_all(&ops);
-        let ops_digest = digest.finish();
+        let ops_digest = OpsDigest::of(&ops);
         let site = self.signing.site;
         let next = sign::link(site, seq, &prev, &ops_digest);
         tx.commit(Some((seq, next)), now_ms(), count)?;

@@ -608,15 +608,13 @@ fn verify(conn: &Conn, cs: &Changeset) -> Result<Link, EngineError> {
             ),
         ));
     }
-    let mut digest = OpsDigest::new();
-    digest.add_all(&cs.ops);
     let st = Statement {
         site: conn.site,
         seq: cs.seq,
         base_seq: cs.base_seq,
         kind: cs.kind,
         prev: proof.prev,
-        ops_digest: digest.finish(),
+        ops_digest: OpsDigest::of(&cs.ops),
         next: proof.next,
     };
     sign::verify(&conn.key, &st, &proof.sig).map_err(|e| {

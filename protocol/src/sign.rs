@@ -310,6 +310,13 @@ impl OpsDigest {
         }
     }
 
+    /// The digest of a whole changeset's ops at once.
+    pub fn of<'a>(ops: impl IntoIterator<Item = &'a Op>) -> [u8; 32] {
+        let mut d = Self::new();
+        d.add_all(ops);
+        d.finish()
+    }
+
     pub fn add_all<'a>(&mut self, ops: impl IntoIterator<Item = &'a Op>) {
         for op in ops {
             self.add(op);
@@ -454,9 +461,7 @@ mod tests {
     use crate::{ContentHash, SitePath};
 
     fn statement(ops: &[Op]) -> Statement {
-        let mut d = OpsDigest::new();
-        d.add_all(ops);
-        let ops_digest = d.finish();
+        let ops_digest = OpsDigest::of(ops);
         let site = SiteId([3; 16]);
         Statement {
             site,

@@ -79,8 +79,7 @@ fn signed_by(
     ops: Vec<Op>,
     prev: Link,
 ) -> Changeset {
-    let mut digest = OpsDigest::new();
-    digest.add_all(&ops);
+    let ops_digest = OpsDigest::of(&ops);
     let next = fake_link(seq);
     let sig = by.sign(&Statement {
         site: SITE,
@@ -88,7 +87,7 @@ fn signed_by(
         base_seq: base,
         kind,
         prev,
-        ops_digest: digest.finish(),
+        ops_digest,
         next,
     });
     Changeset {
