@@ -748,6 +748,21 @@ pub fn scrape(addr: SocketAddr, path: &str) -> Metrics {
     Metrics::parse(&text)
 }
 
+/// True when the server closed the connection (end of stream or reset) before [`TIMEOUT`].
+pub fn dropped(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -769,20 +784,5 @@ mod tests {
     #[should_panic(expected = "bad sample line")]
     fn a_malformed_line_fails() {
         Metrics::parse("a{b=\"1\" 2\n");
-    }
-}
-
-/// True when the server closed the connection (end of stream or reset) before [`TIMEOUT`].
-pub fn dropped(s: &mut std::net::TcpStream) -> bool {
-    use std::io::Read;
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
     }
 }
