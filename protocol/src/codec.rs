@@ -175,6 +175,23 @@ mod tests {
         assert_eq!(f, [b'T', b'Z', b'D', b'T', 2, 0, 7, 0xfb, 0x2c, 0x01]);
     }
 
+    /// Byte buffers go through `serde_bytes` (one slice, not byte by byte); the bytes on the
+    /// wire are those of a plain `Vec<u8>`: a length varint, then the bytes.
+    #[test]
+    fn golden_blob_frame() {
+        let hash = ContentHash::of(b"x");
+        let f = encode(&Message::Blob(Blob {
+            hash,
+            encoding: Encoding::Zstd,
+            data: vec![7, 8, 9],
+        }));
+        // header, variant 4 (Blob), the 32 hash bytes, encoding 1 (Zstd), length 3, the data
+        let mut want = vec![b'T', b'Z', b'D', b'T', 2, 0, 4];
+        want.extend_from_slice(&hash.0);
+        want.extend_from_slice(&[1, 3, 7, 8, 9]);
+        assert_eq!(f, want);
+    }
+
     #[test]
     fn refuses_garbage_versions_sizes_and_trailing_bytes() {
         assert!(matches!(decode(b"", 100), Err(DecodeError::BadMagic)));

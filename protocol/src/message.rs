@@ -145,6 +145,7 @@ pub enum Encoding {
 pub struct Blob {
     pub hash: ContentHash,
     pub encoding: Encoding,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -166,6 +167,7 @@ pub struct Chunk {
     /// Offset of this piece in the uncompressed file.
     pub offset: u64,
     pub encoding: Encoding,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     /// The file is complete after this piece.
     pub last: bool,
