@@ -471,23 +471,49 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Small files packed on a blocking thread in one go, at most.
+const PACK_FILES: usize = 64;
+/// Uncompressed bytes packed in one go, at most (one file may pass it alone).
+const PACK_BYTES: u64 = 2 << 20;
+
 /// Answers `Need`s: small files first (from the cache or the tree), large files one chunk at a
 /// time between them. Every byte read from the tree is checked against its hash; a file that
 /// changed since is answered with `Gone` (its new version is in a later changeset).
+///
+/// Small files are read, checked and compressed in batches on a blocking thread, and the next
+/// batch is packed while the previous one is being sent: a full resync of many small files is
+/// bound by the slower of packing and the wire, not by their sum plus a thread hop per file.
 async fn blob_task(
     ctx: Arc<Ctx>,
     mut need_rx: mpsc::Receiver<Vec<ContentHash>>,
     bulk_tx: mpsc::Sender<(Bytes, bool)>,
 ) {
     use std::collections::VecDeque;
-    let mut small: VecDeque<(ContentHash, std::path::PathBuf)> = VecDeque::new();
+    type Packing = tokio::task::JoinHandle<Vec<Bytes>>;
+    let mut small: VecDeque<(ContentHash, std::path::PathBuf, u64)> = VecDeque::new();
     let mut large: VecDeque<(ContentHash, std::path::PathBuf, u64)> = VecDeque::new();
     let mut current: Option<(ContentHash, u64, ChunkReader)> = None;
+    let mut ahead: Option<Packing> = None;
     let root = ctx.root.clone();
+    let start_packing = |small: &mut VecDeque<(ContentHash, std::path::PathBuf, u64)>| {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some((_, _, size)) = small.front() {
+            if !batch.is_empty() && (batch.len() >= PACK_FILES || bytes + size > PACK_BYTES) {
+                break;
+            }
+            bytes += size;
+            batch.extend(small.pop_front());
+        }
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || pack_small(&ctx, batch))
+    };
     loop {
         // Take every Need that is waiting; block only when there is nothing else to do.
         loop {
-            let hashes = if small.is_empty() && large.is_empty() && current.is_none() {
+            let idle =
+                small.is_empty() && large.is_empty() && current.is_none() && ahead.is_none();
+            let hashes = if idle {
                 match need_rx.recv().await {
                     Some(h) => h,
                     None => return,
@@ -509,7 +535,9 @@ async fn blob_task(
             .unwrap_or_default();
             for (h, at) in located {
                 match at {
-                    Some((p, size)) if size <= INLINE_LIMIT => small.push_back((h, p.to_fs(&root))),
+                    Some((p, size)) if size <= INLINE_LIMIT => {
+                        small.push_back((h, p.to_fs(&root), size))
+                    }
                     Some((p, size)) => large.push_back((h, p.to_fs(&root), size)),
                     None => {
                         if bulk_tx
@@ -523,19 +551,15 @@ async fn blob_task(
                 }
             }
         }
-        let frame: Bytes = if let Some((h, path)) = small.pop_front() {
-            let cached = ctx.hub.cache.get(&h);
-            let blob = match cached {
-                Some(b) => Some((*b).clone()),
-                None => tokio::task::spawn_blocking(move || read_small(&path, &h).ok().flatten())
-                    .await
-                    .ok()
-                    .flatten(),
-            };
-            match blob {
-                Some(b) => encode(&Message::Blob(b)).into(),
-                None => encode(&Message::Gone { hash: h }).into(),
+        if ahead.is_none() && !small.is_empty() {
+            ahead = Some(start_packing(&mut small));
+        }
+        let frames: Vec<Bytes> = if let Some(job) = ahead.take() {
+            let Ok(frames) = job.await else { return };
+            if !small.is_empty() {
+                ahead = Some(start_packing(&mut small));
             }
+            frames
         } else if let Some((h, size, mut reader)) = current.take() {
             let r = tokio::task::spawn_blocking(move || {
                 let data = reader.next_chunk();
@@ -543,7 +567,7 @@ async fn blob_task(
             })
             .await;
             let Ok((reader, data)) = r else { return };
-            match data {
+            let frame = match data {
                 Ok(raw) => {
                     let offset = reader.offset - raw.len() as u64;
                     let last = reader.offset >= size || raw.is_empty();
@@ -565,20 +589,41 @@ async fn blob_task(
                     }
                 }
                 Err(_) => encode(&Message::Gone { hash: h }).into(),
-            }
+            };
+            vec![frame]
         } else if let Some((h, path, size)) = large.pop_front() {
             match ChunkReader::open(&path) {
                 Ok(Some(r)) => {
                     current = Some((h, size, r));
                     continue;
                 }
-                _ => encode(&Message::Gone { hash: h }).into(),
+                _ => vec![encode(&Message::Gone { hash: h }).into()],
             }
         } else {
             continue;
         };
-        if bulk_tx.send((frame, true)).await.is_err() {
-            return;
+        for frame in frames {
+            if bulk_tx.send((frame, true)).await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// A `Blob` frame for each small file (from the cache, or read from the tree and checked), or
+/// `Gone` where the file no longer has that hash.
+fn pack_small(ctx: &Ctx, batch: Vec<(ContentHash, std::path::PathBuf, u64)>) -> Vec<Bytes> {
+    batch
+        .into_iter()
+        .map(|(h, path, _)| {
+            let blob = match ctx.hub.cache.get(&h) {
+                Some(b) => Some((*b).clone()),
+                None => read_small(&path, &h).ok().flatten(),
+            };
+            match blob {
+                Some(b) => encode(&Message::Blob(b)).into(),
+                None => encode(&Message::Gone { hash: h }).into(),
+            }
+        })
+        .collect()
 }
