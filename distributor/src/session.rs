@@ -511,8 +511,7 @@ async fn blob_task(
     loop {
         // Take every Need that is waiting; block only when there is nothing else to do.
         loop {
-            let idle =
-                small.is_empty() && large.is_empty() && current.is_none() && ahead.is_none();
+            let idle = small.is_empty() && large.is_empty() && current.is_none() && ahead.is_none();
             let hashes = if idle {
                 match need_rx.recv().await {
                     Some(h) => h,
