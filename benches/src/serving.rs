@@ -294,7 +294,7 @@ pub(crate) fn serving(
                 "req/s",
                 "p50 ms",
                 "p99 ms",
-                "server CPU ms per request",
+                "server CPU µs per request",
                 "RSS under load, max (MB)",
                 "VmHWM (MB)",
                 "errors",
@@ -317,7 +317,7 @@ pub(crate) fn serving(
                 f(w.rps),
                 f(w.p50_ms),
                 f(w.p99_ms),
-                f(m.cpu_secs * 1000.0 / w.requests as f64),
+                f(m.cpu_secs * 1e6 / w.requests as f64),
                 rss_cell,
                 hwm_cell,
                 if w.errors.is_empty() {

@@ -38,7 +38,7 @@
 //! # Performance
 //! Small files (≤ [`ServeOptions::hot_cache_max_file`]) are held with their ready-made header
 //! values in a bounded, sharded hot cache ([`ServeOptions::hot_cache_bytes`]): a hit costs a
-//! shard read lock, an `Arc` clone and a `Bytes` clone. Larger files are streamed in 256 KiB
+//! shard read lock, an `Arc` clone and a `Bytes` clone. Larger files are streamed in 128 KiB
 //! chunks, never read whole: read on the runtime thread while the page cache has them
 //! (`preadv2(RWF_NOWAIT)`, which never waits for the disk), on blocking threads otherwise. Hashes of large
 //! files are computed once per (path, size, mtime, inode) on a blocking thread and cached, or
