@@ -12,6 +12,7 @@
 mod gen;
 mod procs;
 mod report;
+mod serving;
 mod signing;
 mod tz;
 
@@ -29,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use gen::{Site, Spec};
 use procs::{cpu_secs, http_get, status_kb};
 use report::{f, mb, ratio, summary, Table};
-use tz::{find_tool, hardlink_copy, rsync_run, Dist, Lsyncd, Mirror, Nginx, RsyncD};
+use tz::{find_tool, hardlink_copy, rsync_run, Dist, Lsyncd, Mirror, RsyncD};
 
 #[derive(Parser)]
 #[command(about = "tamizdat benchmark harness: tamizdat vs rsync, lsyncd and nginx in one run")]
@@ -785,7 +786,7 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
 
     // --- 7. serving: wrk against mirror m1 and nginx on the same bytes
     if !run.cfg.skip.iter().any(|s| s == "serving") {
-        serving(run, dir, &label, &src, &site, mirrors[0].http)?;
+        serving::serving(run, dir, &label, &src, &site, &mirrors[0])?;
     }
 
     // stop tamizdat (inotify watches are per user; lsyncd needs its own)
@@ -1186,81 +1187,6 @@ fn burst_row(run: &mut Run, label: &str, k: usize, system: &str, burst: &Burst) 
          One warm-up burst not counted; 200 ms between bursts.",
         60
     )];
-}
-
-/// wrk against mirror m1 and nginx (2 workers, sendfile) on the same bytes.
-fn serving(
-    run: &mut Run,
-    dir: &Path,
-    label: &str,
-    src: &Path,
-    site: &Site,
-    mirror: std::net::SocketAddr,
-) -> Result<()> {
-    let miss = missing(run, "nginx").or_else(|| missing(run, "wrk"));
-    if let Some(m) = miss {
-        run.notes.push(format!("serving: {m}"));
-        return Ok(());
-    }
-    let nginx = run.anchors["nginx"].clone().unwrap();
-    let wrk = run.anchors["wrk"].clone().unwrap();
-    let ng = Nginx::start(&nginx, &dir.join("nginx"), src)?;
-    let lua = dir.join("mix.lua");
-    let mut s = String::from("local paths = {\n");
-    for a in site.articles.iter().take(1000) {
-        writeln!(s, "  \"/{a}\",").unwrap();
-    }
-    s.push_str("}\nmath.randomseed(42)\nrequest = function() return wrk.format(nil, paths[math.random(#paths)]) end\n");
-    std::fs::write(&lua, s)?;
-    let small = format!("/{}", site.articles[0]);
-    let cases: Vec<(&str, String, Option<&Path>)> = vec![
-        ("one small page", small, None),
-        ("1,000-page mix", "/".into(), Some(lua.as_path())),
-        ("5 MB file", "/media/bench-5mb.bin".into(), None),
-    ];
-    let secs = run.cfg.wrk_secs;
-    for (name, path, script) in cases {
-        let mut rps = [f64::NAN; 2];
-        for (k, addr) in [mirror, ng.addr].into_iter().enumerate() {
-            let mut cmd = Command::new(&wrk);
-            cmd.args(["-t2", "-c32", &format!("-d{secs}s")]);
-            if let Some(sc) = script {
-                cmd.arg("-s").arg(sc);
-            }
-            cmd.arg(format!("http://{addr}{path}"));
-            let out = cmd.output()?;
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
-            rps[k] = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Requests/sec:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(f64::NAN);
-            let errs = text
-                .lines()
-                .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
-            if let Some(e) = errs {
-                eprintln!("    wrk {name} on {addr}: {e}");
-            }
-        }
-        let t = table(run, "7-serving", "Serving: wrk against a tamizdat mirror vs nginx (2 workers, sendfile) on the same bytes", &[
-            "site", "request", "tamizdat mirror req/s", "nginx req/s", "ratio (tamizdat/nginx)",
-        ]);
-        t.row(vec![
-            label.to_owned(),
-            name.to_owned(),
-            f(rps[0]),
-            f(rps[1]),
-            ratio(rps[0], rps[1]),
-        ]);
-        t.notes = vec![format!(
-            "`wrk -t2 -c32 -d{secs}s`, one run each, loopback; wrk shares the 2 cores with the server. The \
-             mirror is the `tamizdat-mirror` process (its built-in tamizdat-serve), nginx serves the source \
-             tree (same bytes). Here the ratio is tamizdat / nginx (above 1: tamizdat serves more requests \
-             per second). The 1,000-page mix picks random article pages with a wrk Lua script."
-        )];
-    }
-    drop(ng);
-    Ok(())
 }
 
 /// sync(2): writes back every dirty page (the generator's, the hard-link copies') so that a

@@ -357,7 +357,7 @@ impl Lsyncd {
 
 /// nginx, 2 workers, sendfile, access log off, serving `root`.
 pub struct Nginx {
-    _proc: Proc,
+    pub proc: Proc,
     pub addr: SocketAddr,
 }
 
@@ -388,7 +388,7 @@ impl Nginx {
         )?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_port(addr, Duration::from_secs(10))?;
-        Ok(Nginx { _proc: proc, addr })
+        Ok(Nginx { proc, addr })
     }
 }
 

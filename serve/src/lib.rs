@@ -39,7 +39,8 @@
 //! Small files (≤ [`ServeOptions::hot_cache_max_file`]) are held with their ready-made header
 //! values in a bounded, sharded hot cache ([`ServeOptions::hot_cache_bytes`]): a hit costs a
 //! shard read lock, an `Arc` clone and a `Bytes` clone. Larger files are streamed in 128 KiB
-//! positioned reads on blocking threads, one chunk read ahead, never read whole. Hashes of large
+//! chunks, never read whole: read on the runtime thread while the page cache has them
+//! (`preadv2(RWF_NOWAIT)`, which never waits for the disk), on blocking threads otherwise. Hashes of large
 //! files are computed once per (path, size, mtime, inode) on a blocking thread and cached, or
 //! taken from the mirror with [`Site::set_hash`].
 //!
