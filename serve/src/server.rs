@@ -24,11 +24,6 @@ use crate::health::Health;
 use crate::respond::Ctx;
 use crate::site::Site;
 
-/// hyper's per-connection buffer cap: a request head must fit in it, and a response body is
-/// queued for writing only while less than this is unwritten. hyper's default (~400 KiB) let
-/// each connection streaming a large file hold about half a megabyte.
-const CONN_BUF_BYTES: usize = 64 << 10;
-
 /// Longest pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -204,7 +199,6 @@ async fn connection_task(
     let mut conn = pin!(http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(CONN_BUF_BYTES)
         .keep_alive(true)
         .serve_connection(io, svc));
     let mut closing = *stop.borrow();
