@@ -21,6 +21,7 @@
 //! - [`lock`]: the single-writer rule between processes.
 //! - [`http`], [`media`]: the HTTP hook and uploads; [`ratelimit`]: publishes per token.
 //! - [`watch`]: re-render a directory of Markdown files on save.
+//! - [`synthetic`]: a generated newsroom for the benchmarks.
 
 pub mod cms;
 pub mod feeds;
@@ -36,6 +37,7 @@ pub mod ratelimit;
 pub mod render;
 pub mod site;
 pub mod store;
+pub mod synthetic;
 pub mod variants;
 pub mod watch;
 
