@@ -406,13 +406,8 @@ impl Site {
             render_all(&self.conn, &keys)?
         } else {
             // Odd keys on the second thread, so both get each kind of page.
-            let (mine, theirs): (Vec<(usize, &PageKey)>, Vec<(usize, &PageKey)>) = keys
-                .iter()
-                .copied()
-                .enumerate()
-                .partition(|(i, _)| i % 2 == 0);
-            let mine: Vec<&PageKey> = mine.into_iter().map(|(_, k)| k).collect();
-            let theirs: Vec<&PageKey> = theirs.into_iter().map(|(_, k)| k).collect();
+            let mine: Vec<&PageKey> = keys.iter().copied().step_by(2).collect();
+            let theirs: Vec<&PageKey> = keys.iter().copied().skip(1).step_by(2).collect();
             let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
             let reader: &mut Connection = &mut reader;
             let (a, b) = std::thread::scope(|s| {
