@@ -429,9 +429,8 @@ fn concurrent_publishes_all_land_and_listings_agree() {
     );
 }
 
-#[test]
-fn a_new_article_rewrites_a_bounded_set_of_pages() {
-    let p = Producer::start(&[]);
+/// Publishes "Story 0" to "Story 44" (slugs s0..s44), oldest first, all tagged `t`.
+fn forty_five_stories(p: &Producer) {
     for i in 0..45 {
         let r = p.publish(&article(
             &format!("s{i}"),
@@ -441,6 +440,12 @@ fn a_new_article_rewrites_a_bounded_set_of_pages() {
         ));
         assert_eq!(r.status, 200);
     }
+}
+
+#[test]
+fn a_new_article_rewrites_a_bounded_set_of_pages() {
+    let p = Producer::start(&[]);
+    forty_five_stories(&p);
     let r = p
         .publish(&article(
             "newest",
@@ -480,15 +485,7 @@ fn a_new_article_rewrites_a_bounded_set_of_pages() {
 #[test]
 fn an_edit_of_an_old_article_rewrites_only_the_pages_that_show_it() {
     let p = Producer::start(&[]);
-    for i in 0..45 {
-        let r = p.publish(&article(
-            &format!("s{i}"),
-            &format!("Story {i}"),
-            &["t"],
-            &format!("2011-02-{:02}T00:{:02}:00Z", 1 + i / 2, i),
-        ));
-        assert_eq!(r.status, 200);
-    }
+    forty_five_stories(&p);
     let r = p
         .publish(&article(
             "s3",
