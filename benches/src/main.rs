@@ -11,6 +11,7 @@
 
 mod gen;
 mod procs;
+mod producer;
 mod report;
 mod serving;
 mod signing;
@@ -68,9 +69,12 @@ struct Cli {
     /// Leave the work directory in place.
     #[arg(long)]
     keep: bool,
-    /// Skip these scenarios: lsyncd, serving.
+    /// Skip these scenarios: lsyncd, serving, producer.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// Articles of the producer's site (scenario 8; default 100000, --quick 2000).
+    #[arg(long)]
+    producer_articles: Option<usize>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -213,6 +217,8 @@ fn main() -> Result<()> {
                 "tamizdat-distributor",
                 "-p",
                 "tamizdat-mirror",
+                "-p",
+                "tamizdat-producer",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()?;
@@ -283,6 +289,25 @@ fn main() -> Result<()> {
             busy_processes()
         ),
     ));
+    if run.cfg.skip.iter().any(|s| s == "producer") {
+        run.notes
+            .push("Producer (scenario 8) skipped (--skip producer).".into());
+    } else {
+        let n = cli
+            .producer_articles
+            .unwrap_or(if quick { 2000 } else { 100_000 });
+        let dir = work.path().join("producer");
+        eprintln!("==> producer: {n} articles in {}", dir.display());
+        let publishes = run.cfg.edits;
+        if let Err(e) = producer::scenario(&mut run, &dir, n, publishes) {
+            eprintln!("!! producer scenario failed: {e:#}");
+            run.notes
+                .push(format!("The producer scenario (8) stopped early: {e:#}"));
+        }
+        if !cli.keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
     let sizes = run.cfg.sizes.clone();
     let mut failed = None;
     for &n in &sizes {
@@ -1509,13 +1534,6 @@ fn write_report(
     for n in &run.notes {
         writeln!(s, "- {n}").unwrap();
     }
-    writeln!(
-        s,
-        "- Producer vs Hugo (issue 5 scenario 8): not run by this harness yet; `hugo` is installed by \
-         `benches/install-anchors.sh`, but a comparable Hugo site and the producer's publish path are \
-         not wired in. No figure is claimed."
-    )
-    .unwrap();
     if c.sizes.iter().all(|&n| n < 1_000_000) {
         writeln!(s, "- 1M files: not run (disk and time on this 2-core machine; the harness takes `--sizes`).").unwrap();
     }

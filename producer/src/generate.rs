@@ -112,8 +112,12 @@ fn sitemap_chunk_path(c: u64) -> String {
 }
 
 /// Renders one page from the store.
-pub(crate) fn render_key(site: &Site, key: &PageKey) -> Result<Action, PublishError> {
-    let (conn, theme, info, _, _) = site.parts();
+pub(crate) fn render_key(
+    conn: &Connection,
+    theme: &Theme,
+    info: &SiteInfo,
+    key: &PageKey,
+) -> Result<Action, PublishError> {
     Ok(match key {
         PageKey::Doc(slug) => match store::get(conn, slug)? {
             None => Action::Nothing,
@@ -159,7 +163,7 @@ pub(crate) fn render_key(site: &Site, key: &PageKey) -> Result<Action, PublishEr
             }
             let lo = (p - 1) * PER_PAGE;
             let hi = (p * PER_PAGE).min(n);
-            let items = store::rank_range(conn, listing, n, lo, hi)?;
+            let items = store::rank_range(conn, listing, n, (lo, hi), store::Cols::Listing)?;
             let lv = listing_view(conn, listing)?;
             numbered_page(theme, info, listing, &lv, *p, n, &items)?
         }
@@ -215,7 +219,7 @@ pub(crate) fn render_key(site: &Site, key: &PageKey) -> Result<Action, PublishEr
             }
             let lo = (c - 1) * SITEMAP_CHUNK;
             let hi = (c * SITEMAP_CHUNK).min(n);
-            let mut items = store::rank_range(conn, &Listing::All, n, lo, hi)?;
+            let mut items = store::rank_range(conn, &Listing::All, n, (lo, hi), store::Cols::Keys)?;
             items.reverse();
             Action::Put(sitemap_chunk_path(*c), sitemap_chunk(info, &items))
         }
@@ -373,7 +377,7 @@ pub(crate) fn render_all(
     // These read the store, whose connection stays on this thread.
     let mut dirs = DirSync::batch(output.root());
     for key in &keys {
-        let action = render_key(site, key)?;
+        let action = render_key(conn, theme, info, key)?;
         apply(output, action, &mut report, &mut dirs)?;
     }
     dirs.finish()?;

@@ -15,11 +15,13 @@
 //! - [`render`]: themes and templates.
 //! - [`feeds`]: Atom and sitemap XML.
 //! - [`generate`]: one page, or the whole site, from the store.
-//! - [`output`]: atomic, only-if-changed writes with precompressed variants.
+//! - [`output`]: atomic, only-if-changed writes; one durability barrier per publish.
+//! - [`variants`]: precompressed variants, made on a worker after a publish returns.
 //! - [`site`]: the publisher that ties these together.
 //! - [`lock`]: the single-writer rule between processes.
 //! - [`http`], [`media`]: the HTTP hook and uploads; [`ratelimit`]: publishes per token.
 //! - [`watch`]: re-render a directory of Markdown files on save.
+//! - [`synthetic`]: a generated newsroom for the benchmarks.
 
 pub mod cms;
 pub mod feeds;
@@ -35,6 +37,8 @@ pub mod ratelimit;
 pub mod render;
 pub mod site;
 pub mod store;
+pub mod synthetic;
+pub mod variants;
 pub mod watch;
 
 pub use site::{PublishError, Report, Site, SiteOptions};

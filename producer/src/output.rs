@@ -3,9 +3,15 @@
 //! Every file is written as `.tmp-<name><random>` in its own directory (the distributor
 //! ignores `.tmp-*`), fsynced, then renamed over the old one, so a reader or a crash only ever
 //! sees the old or the new version. A file whose bytes are already on disk is not touched, so
-//! its mtime and inode stay and the distributor has nothing to send. Text files also get
-//! `.br`, `.zst` and `.gz` variants; they are written before the plain file, so a plain file
-//! that matches proves its variants were made from the same bytes.
+//! its mtime and inode stay and the distributor has nothing to send.
+//!
+//! Text files also get `.br`, `.zst` and `.gz` variants. The rule that keeps them honest: **a
+//! variant on disk was made from the plain file beside it.** Whoever renames a new plain file
+//! in removes that file's variants first (same directory, just before the rename), and a
+//! variant is only renamed in while the plain file holds the bytes it was made from. During a
+//! publish the variants are made afterwards ([`crate::variants`]); a server that serves a
+//! variant only when it exists serves the new page uncompressed until they follow, never an
+//! old page's variant.
 
 use rand::Rng;
 use std::collections::BTreeSet;
@@ -15,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 /// Extensions that get precompressed variants.
 const COMPRESSIBLE: &[&str] = &["html", "css", "js", "xml", "atom", "svg", "json", "txt"];
-const VARIANTS: &[&str] = &["br", "zst", "gz"];
+pub(crate) const VARIANTS: &[&str] = &["br", "zst", "gz"];
 // Levels chosen with `examples/compress_cost.rs` on a 54 KB feed: brotli 5 took 2.6 ms
 // (8.2 KB) where 9 took 44 ms (7.3 KB); zstd 3 0.4 ms (8.9 KB); gzip 6 2.6 ms (7.7 KB).
 // A publish compresses every page it rewrites, so it pays for these on its critical path.
@@ -43,32 +49,57 @@ pub struct Output {
 /// In batch mode (full rebuilds) files are not fsynced one by one; `finish` calls
 /// `syncfs(2)` once on the output filesystem instead, which costs one flush for the whole
 /// rebuild rather than four per page.
+///
+/// It also holds open the files a publish replaced or removed. Freeing an unlinked inode
+/// costs ext4 about 0.1 ms (measured here: 16 renames over old files plus the removal of
+/// their 48 variants took 6.5 ms, 0.6 ms with the old files held open); the last close
+/// frees them on another thread after the publish has returned.
 #[derive(Debug, Default)]
-pub struct DirSync(BTreeSet<PathBuf>, Option<PathBuf>);
+pub struct DirSync {
+    dirs: BTreeSet<PathBuf>,
+    batch_root: Option<PathBuf>,
+    held: Vec<File>,
+}
 
 impl DirSync {
     /// A batch for a full rebuild of the tree at `root`.
     pub fn batch(root: &Path) -> Self {
-        DirSync(BTreeSet::new(), Some(root.to_path_buf()))
+        DirSync {
+            batch_root: Some(root.to_path_buf()),
+            ..DirSync::default()
+        }
     }
 
     fn fsync_each(&self) -> bool {
-        self.1.is_none()
+        self.batch_root.is_none()
+    }
+
+    /// Keeps `path`'s inode alive until [`DirSync::finish`], if it exists.
+    fn hold(&mut self, path: &Path) {
+        if self.batch_root.is_none() {
+            if let Ok(f) = File::open(path) {
+                self.held.push(f);
+            }
+        }
     }
 
     /// Makes the renames durable.
     pub fn finish(self) -> io::Result<()> {
-        if let Some(root) = self.1 {
+        if !self.held.is_empty() {
+            let held = self.held;
+            std::thread::spawn(move || drop(held));
+        }
+        if let Some(root) = self.batch_root {
             let f = File::open(root)?;
             return rustix::fs::syncfs(&f).map_err(io::Error::from);
         }
         let dirs: Vec<&Path> = self
-            .0
+            .dirs
             .iter()
             .filter(|d| d.exists())
             .map(PathBuf::as_path)
             .collect();
-        sync_all_parallel(&dirs)
+        sync_all(&dirs)
     }
 }
 
@@ -81,126 +112,141 @@ impl Output {
         &self.root
     }
 
-    fn compressible(rel: &str) -> bool {
-        Path::new(rel)
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| COMPRESSIBLE.contains(&e))
+    /// Whether `rel` gets `.br`, `.zst` and `.gz` variants.
+    pub fn has_variants(&self, rel: &str) -> bool {
+        self.precompress
+            && Path::new(rel)
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| COMPRESSIBLE.contains(&e))
     }
 
     /// Writes `bytes` at `rel` (a path relative to the root with `/` separators, already
-    /// checked to be safe) unless the file already holds exactly those bytes.
+    /// checked to be safe) unless the file already holds exactly those bytes, then its
+    /// variants: the full rebuild's path, where nothing waits on the variants.
     pub fn put(&self, rel: &str, bytes: &[u8], dirs: &mut DirSync) -> io::Result<Outcome> {
         let path = self.root.join(rel);
-        let variants = self.precompress && Self::compressible(rel);
-        if same_bytes(&path, bytes)?
-            && (!variants || VARIANTS.iter().all(|v| variant_path(&path, v).exists()))
-        {
-            return Ok(Outcome::Unchanged);
-        }
         let dir = path.parent().expect("output paths have a parent");
-        fs::create_dir_all(dir)?;
-        if variants {
+        let outcome = if same_bytes(&path, bytes)? {
+            if !self.has_variants(rel) || !variants_missing(&path) {
+                return Ok(Outcome::Unchanged);
+            }
+            Outcome::Unchanged
+        } else {
+            fs::create_dir_all(dir)?;
+            remove_variants(&path)?;
+            write_atomic(&path, bytes, dirs.fsync_each())?;
+            Outcome::Written
+        };
+        if self.has_variants(rel) {
             for v in VARIANTS {
                 let packed = compress(v, bytes)?;
-                let vp = variant_path(&path, v);
-                if !same_bytes(&vp, &packed)? {
-                    write_atomic(&vp, &packed, dirs.fsync_each())?;
-                }
+                write_atomic(&variant_path(&path, v), &packed, dirs.fsync_each())?;
             }
         }
-        write_atomic(&path, bytes, dirs.fsync_each())?;
-        dirs.0.insert(dir.to_path_buf());
-        Ok(Outcome::Written)
+        dirs.dirs.insert(dir.to_path_buf());
+        Ok(outcome)
     }
 
-    /// Like [`Output::put`], but leaves the new bytes in temporary files that
-    /// [`Batch::commit`] makes durable and renames into place together.
+    /// Like [`Output::put`] for the plain file only, leaving the new bytes in a temporary file
+    /// that [`Batch::commit`] makes durable and renames into place with the rest of the
+    /// batch. A file that gets variants and is written, or whose variants are missing, is
+    /// listed in [`Batch::commit`]'s answer: its variants are due.
     pub fn stage(&self, rel: &str, bytes: &[u8], batch: &mut Batch) -> io::Result<Outcome> {
         let path = self.root.join(rel);
-        let variants = self.precompress && Self::compressible(rel);
-        if same_bytes(&path, bytes)?
-            && (!variants || VARIANTS.iter().all(|v| variant_path(&path, v).exists()))
-        {
+        if same_bytes(&path, bytes)? {
+            if self.has_variants(rel) && variants_missing(&path) {
+                batch.due.push(rel.to_owned());
+            }
             return Ok(Outcome::Unchanged);
         }
         let dir = path.parent().expect("output paths have a parent");
         fs::create_dir_all(dir)?;
-        if variants {
-            for v in VARIANTS {
-                let packed = compress(v, bytes)?;
-                let vp = variant_path(&path, v);
-                if !same_bytes(&vp, &packed)? {
-                    batch.staged.push(write_temp(&vp, &packed)?);
-                }
-            }
-        }
         batch.staged.push(write_temp(&path, bytes)?);
+        if self.has_variants(rel) {
+            batch.due.push(rel.to_owned());
+        }
         batch.dirs.insert(dir.to_path_buf());
         Ok(Outcome::Written)
     }
 
-    /// Removes `rel` and its variants, then any directories left empty up to the root.
-    /// Returns whether the plain file existed.
+    /// Removes `rel` and its variants (variants first), then any directories left empty up
+    /// to the root. Returns whether the plain file existed.
     pub fn remove(&self, rel: &str, dirs: &mut DirSync) -> io::Result<bool> {
         let path = self.root.join(rel);
-        let existed = remove_if_exists(&path)?;
         for v in VARIANTS {
-            remove_if_exists(&variant_path(&path, v))?;
+            let vp = variant_path(&path, v);
+            dirs.hold(&vp);
+            remove_if_exists(&vp)?;
         }
-        let mut dir = path.parent().map(Path::to_path_buf);
-        while let Some(d) = dir {
-            if d == self.root || !d.starts_with(&self.root) {
-                dirs.0.insert(d);
-                break;
-            }
-            match fs::remove_dir(&d) {
-                Ok(()) => dir = d.parent().map(Path::to_path_buf),
-                Err(_) => {
-                    dirs.0.insert(d);
-                    break;
-                }
-            }
+        dirs.hold(&path);
+        let existed = remove_if_exists(&path)?;
+        if let Some(d) = path.parent() {
+            dirs.dirs.insert(self.prune(d));
         }
         Ok(existed)
     }
+
+    /// Removes `dir` and its parents up to the root while they are empty; returns the first
+    /// one it kept (whose entries changed). Call it holding the writer lock.
+    fn prune(&self, dir: &Path) -> PathBuf {
+        let mut d = dir.to_path_buf();
+        while d != self.root && d.starts_with(&self.root) && fs::remove_dir(&d).is_ok() {
+            match d.parent() {
+                Some(p) => d = p.to_path_buf(),
+                None => break,
+            }
+        }
+        d
+    }
 }
 
-/// Files written to temporary names, waiting to be renamed into place together.
+/// Plain files written to temporary names, waiting to be renamed into place together.
 ///
-/// Committing fsyncs every temporary file at once from several threads (the file system
-/// folds concurrent fsyncs into one journal commit), then renames them in the order they
-/// were staged (variants before their plain file, an article before the listings that link
-/// to it), then fsyncs the directories. A batch dropped without committing deletes its
-/// temporary files, so a failed publish leaves every file as it was.
+/// Committing is one durability barrier for the whole publish. Each temporary file's
+/// writeback was started as it was written (`sync_file_range`), so by the time of the barrier
+/// the data is on its way and its blocks are allocated; then every temporary file (and the
+/// store's write-ahead log, so the document is as durable as its pages) is fsynced, one after
+/// the other: the first fsync commits the journal with all of them in it and the rest find
+/// little left to do (measured here for 16 files: 1.5 ms this way, 4.8 ms from 16 threads at
+/// once, 5.9 ms without starting writeback early). Then, in the order they were staged (an
+/// article before the listings that link to it), each file's old variants are removed and the
+/// file is renamed into place; the caller fsyncs the directories ([`DirSync::finish`]). A
+/// batch dropped without committing deletes its temporary files, so a failed publish leaves
+/// every file as it was.
 #[derive(Debug, Default)]
 pub struct Batch {
     staged: Vec<(PathBuf, PathBuf)>,
     dirs: BTreeSet<PathBuf>,
+    due: Vec<String>,
 }
-
-/// Parallel fsyncs in flight at once.
-const SYNC_THREADS: usize = 8;
 
 impl Batch {
     /// Appends another batch, keeping the order.
     pub fn extend(&mut self, mut other: Batch) {
         self.staged.append(&mut other.staged);
         self.dirs.append(&mut other.dirs);
+        self.due.append(&mut other.due);
     }
 
-    /// Makes the staged files durable and renames them into place.
-    pub fn commit(mut self, dirs: &mut DirSync) -> io::Result<()> {
+    /// Makes the staged files and `also` durable, then removes each file's old variants and
+    /// renames it into place. Returns the paths whose variants are due.
+    pub fn commit(mut self, dirs: &mut DirSync, also: &[&Path]) -> io::Result<Vec<String>> {
         let staged = std::mem::take(&mut self.staged);
-        let tmps: Vec<&Path> = staged.iter().map(|(t, _)| t.as_path()).collect();
-        let result = sync_all_parallel(&tmps).and_then(|()| {
-            for (i, (tmp, dest)) in staged.iter().enumerate() {
-                if let Err(e) = fs::rename(tmp, dest) {
-                    for (t, _) in &staged[i..] {
-                        let _ = fs::remove_file(t);
-                    }
-                    return Err(e);
+        let to_sync: Vec<&Path> = staged
+            .iter()
+            .map(|(t, _)| t.as_path())
+            .chain(also.iter().copied())
+            .collect();
+        let result = sync_all(&to_sync).and_then(|()| {
+            for (tmp, dest) in &staged {
+                for v in VARIANTS {
+                    let vp = variant_path(dest, v);
+                    dirs.hold(&vp);
+                    remove_if_exists(&vp)?;
                 }
+                dirs.hold(dest);
+                fs::rename(tmp, dest)?;
             }
             Ok(())
         });
@@ -209,8 +255,8 @@ impl Batch {
                 let _ = fs::remove_file(t);
             }
         }
-        dirs.0.append(&mut self.dirs);
-        result
+        dirs.dirs.append(&mut self.dirs);
+        result.map(|()| std::mem::take(&mut self.due))
     }
 }
 
@@ -222,40 +268,72 @@ impl Drop for Batch {
     }
 }
 
-fn sync_all_parallel(paths: &[&Path]) -> io::Result<()> {
-    if paths.is_empty() {
-        return Ok(());
-    }
-    let per = paths.len().div_ceil(SYNC_THREADS);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = paths
-            .chunks(per)
-            .map(|chunk| {
-                s.spawn(move || -> io::Result<()> {
-                    for p in chunk {
-                        File::open(p)?.sync_all()?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("fsync thread panicked"))
-    })
+/// The variants of `path` that exist are made from its bytes (see the module docs), so a
+/// missing one is all that can be wrong.
+pub(crate) fn variants_missing(path: &Path) -> bool {
+    VARIANTS.iter().any(|v| !variant_path(path, v).exists())
 }
 
-fn write_temp(dest: &Path, bytes: &[u8]) -> io::Result<(PathBuf, PathBuf)> {
-    let tmp = temp_path(dest);
+/// Removes every variant of `path` (whether or not variants are on: a site that turned them
+/// off must not keep serving old ones).
+pub(crate) fn remove_variants(path: &Path) -> io::Result<()> {
+    for v in VARIANTS {
+        remove_if_exists(&variant_path(path, v))?;
+    }
+    Ok(())
+}
+
+/// fsyncs every path, one after the other (see [`Batch`] for why not at once).
+pub(crate) fn sync_all(paths: &[&Path]) -> io::Result<()> {
+    for p in paths {
+        File::open(p)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Starts writing `f`'s dirty pages back without waiting (`sync_file_range(2)` with
+/// `SYNC_FILE_RANGE_WRITE`): a hint that makes the later fsync cheap, not a guarantee.
+fn start_writeback(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a file descriptor `f` keeps open; no memory is passed.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `dest` and starts its writeback; returns
+/// (temporary, destination).
+pub(crate) fn write_temp(dest: &Path, bytes: &[u8]) -> io::Result<(PathBuf, PathBuf)> {
+    write_temp_as(temp_path(dest), dest, bytes)
+}
+
+/// Where the variants worker writes its temporary files: one directory under the root (so
+/// on the same file system), ignored whole by the distributor. A page's own directory never
+/// holds the worker's files, so unpublishing a page removes its directory at once.
+pub(crate) const STAGING_DIR: &str = ".tmp-variants";
+
+/// Like [`write_temp`], with the temporary file in `dir`.
+pub(crate) fn write_temp_in(
+    dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+) -> io::Result<(PathBuf, PathBuf)> {
+    let in_place = temp_path(dest);
+    let name = in_place.file_name().expect("temp_path has a file name");
+    write_temp_as(dir.join(name), dest, bytes)
+}
+
+fn write_temp_as(tmp: PathBuf, dest: &Path, bytes: &[u8]) -> io::Result<(PathBuf, PathBuf)> {
     let guard = DeleteOnDrop(Some(tmp.clone()));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
+    start_writeback(&f);
     drop(f);
     std::mem::forget(guard);
     Ok((tmp, dest.to_path_buf()))
 }
 
-fn variant_path(path: &Path, ext: &str) -> PathBuf {
+pub(crate) fn variant_path(path: &Path, ext: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".");
     s.push(ext);
@@ -271,7 +349,7 @@ fn remove_if_exists(path: &Path) -> io::Result<bool> {
 }
 
 /// True when `path` is a file holding exactly `bytes`.
-fn same_bytes(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+pub(crate) fn same_bytes(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     match fs::metadata(path) {
         Ok(m) if m.is_file() && m.len() == bytes.len() as u64 => Ok(fs::read(path)? == bytes),
         Ok(_) => Ok(false),
@@ -280,7 +358,7 @@ fn same_bytes(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     }
 }
 
-fn compress(kind: &str, bytes: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn compress(kind: &str, bytes: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len() / 3 + 64);
     match kind {
         "br" => {
@@ -410,9 +488,55 @@ mod tests {
         assert_eq!(names.len(), 4, "{names:?}");
         let mut batch = Batch::default();
         out.stage("a/index.html", b"new", &mut batch).unwrap();
-        batch.commit(&mut dirs).unwrap();
+        let due = batch.commit(&mut dirs, &[]).unwrap();
         assert_eq!(fs::read(dir.path().join("a/index.html")).unwrap(), b"new");
-        assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 4);
+        // The old variants went with the old bytes; the new ones are due.
+        assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 1);
+        assert_eq!(due, ["a/index.html"]);
+    }
+
+    #[test]
+    fn a_new_plain_file_never_sits_beside_old_variants() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index.html");
+        let mut dirs = DirSync::default();
+        // Variants on: a changed file loses its old variants as it is renamed in, an
+        // unchanged one with a variant missing has them all made again.
+        let out = Output::new(dir.path().to_path_buf(), true);
+        out.put("index.html", b"one", &mut dirs).unwrap();
+        let mut batch = Batch::default();
+        assert_eq!(
+            out.stage("index.html", b"two", &mut batch).unwrap(),
+            Outcome::Written
+        );
+        assert!(
+            variant_path(&p, "br").exists() && fs::read(&p).unwrap() == b"one",
+            "nothing changes before the commit"
+        );
+        assert_eq!(batch.commit(&mut dirs, &[]).unwrap(), ["index.html"]);
+        assert!(VARIANTS.iter().all(|v| !variant_path(&p, v).exists()));
+        out.put("index.html", b"two", &mut dirs).unwrap();
+        fs::remove_file(variant_path(&p, "zst")).unwrap();
+        let mut batch = Batch::default();
+        assert_eq!(
+            out.stage("index.html", b"two", &mut batch).unwrap(),
+            Outcome::Unchanged
+        );
+        assert_eq!(batch.commit(&mut dirs, &[]).unwrap(), ["index.html"]);
+        // Variants off (`--no-precompress`): a new version still removes the old ones.
+        let plain = Output::new(dir.path().to_path_buf(), false);
+        out.put("index.html", b"three", &mut dirs).unwrap();
+        assert_eq!(
+            plain.put("index.html", b"four", &mut dirs).unwrap(),
+            Outcome::Written
+        );
+        assert!(VARIANTS.iter().all(|v| !variant_path(&p, v).exists()));
+        out.put("index.html", b"five", &mut dirs).unwrap();
+        let mut batch = Batch::default();
+        plain.stage("index.html", b"six", &mut batch).unwrap();
+        assert!(batch.commit(&mut dirs, &[]).unwrap().is_empty());
+        assert!(VARIANTS.iter().all(|v| !variant_path(&p, v).exists()));
+        assert_eq!(fs::read(&p).unwrap(), b"six");
     }
 
     #[test]

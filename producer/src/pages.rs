@@ -145,8 +145,11 @@ pub fn doc_path(doc: &DocRow) -> String {
 pub fn doc_url(doc: &DocRow) -> String {
     match doc.kind {
         crate::cms::Kind::Article => {
+            use chrono::Datelike;
+            // Not `format("%Y/%m")`, which parses its pattern on every call: a sitemap chunk
+            // makes 500 of these.
             let t = crate::render::to_utc(doc.published_at);
-            format!("/{}/{}/", t.format("%Y/%m"), doc.slug)
+            format!("/{:04}/{:02}/{}/", t.year(), t.month(), doc.slug)
         }
         crate::cms::Kind::Page => format!("/{}/", doc.slug),
     }

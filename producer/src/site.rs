@@ -4,11 +4,14 @@
 //! 1. read the old version and each affected listing's size and the article's rank in it;
 //! 2. in one SQLite transaction, store the new version and the list of pages the change
 //!    touches (`pending`);
-//! 3. render those pages and write the ones whose bytes differ ([`crate::output`]);
-//! 4. clear `pending`.
+//! 3. render those pages, write the ones whose bytes differ to temporary files, make them
+//!    and the store's log durable with one barrier, rename them in (removing their old
+//!    precompressed variants), fsync the directories ([`crate::output`]);
+//! 4. clear `pending`, record which files' variants are due, and hand those to the
+//!    worker that makes them ([`crate::variants`]).
 //!
 //! A crash during 3 leaves every file at its old or new version; the next start finds the
-//! pending pages and renders them.
+//! pending pages and renders them, and makes the variants still due.
 
 use crate::cms::{Document, Kind};
 use crate::lock::WriterLock;
@@ -16,6 +19,7 @@ use crate::output::{Batch, DirSync, Outcome, Output};
 use crate::pages::{self, PageKey};
 use crate::render::{DocView, SiteInfo, TemplateError, Theme};
 use crate::store::{self, DocRow, Listing};
+use crate::variants::{self, Job, Precompressor};
 use crate::{feeds, markup};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -76,6 +80,9 @@ pub struct Report {
     pub url: Option<String>,
     /// Files whose bytes changed (precompressed variants not listed).
     pub written: Vec<String>,
+    /// Files whose `.br`, `.zst` and `.gz` variants are being made after this answer (until
+    /// they are, a reader gets the new file uncompressed, never an old file's variant).
+    pub precompressing: usize,
     /// Files rendered to the bytes already on disk.
     pub unchanged: Vec<String>,
     pub removed: Vec<String>,
@@ -100,9 +107,13 @@ pub struct Site {
     opts: SiteOptions,
     info: SiteInfo,
     conn: Connection,
+    /// A second connection, so a publish renders its pages on two threads.
+    reader: std::sync::Mutex<Connection>,
     theme: Theme,
     output: Output,
     lock: WriterLock,
+    /// Makes precompressed variants after a publish returns; `None` with `--no-precompress`.
+    variants: Option<Precompressor>,
 }
 
 impl Site {
@@ -116,6 +127,10 @@ impl Site {
             .with_context(|| format!("Failed to create state dir {}", opts.state.display()))?;
         let conn = store::open(&opts.state)
             .with_context(|| format!("Failed to open the store in {}", opts.state.display()))?;
+        let reader =
+            std::sync::Mutex::new(store::open(&opts.state).with_context(|| {
+                format!("Failed to open the store in {}", opts.state.display())
+            })?);
         let theme = Theme::load(opts.theme.as_deref())?;
         let lock = WriterLock::new(&opts.state).with_context(|| {
             format!(
@@ -130,13 +145,23 @@ impl Site {
             lang: opts.lang.clone(),
         };
         let output = Output::new(opts.out.clone(), opts.precompress);
+        let variants = if opts.precompress {
+            Some(
+                Precompressor::start(output.clone(), &opts.state)
+                    .context("Failed to start the precompressing worker")?,
+            )
+        } else {
+            None
+        };
         let mut site = Site {
             opts,
             info,
             conn,
+            reader,
             theme,
             output,
             lock,
+            variants,
         };
         site.prepare()
             .context("Failed to prepare the output tree")?;
@@ -170,8 +195,24 @@ impl Site {
             PageKey::SitemapPages,
         ]);
         let report = self.render_keys(&keys, Instant::now(), None)?;
-        store::clear_pending(&self.conn)?;
+        // Variants a crash left undone.
+        let jobs = variants::recover(&self.output, &self.conn).map_err(|e| {
+            PublishError::Io(std::io::Error::other(format!(
+                "finding the precompressed variants still due: {e:#}"
+            )))
+        })?;
+        if let Some(v) = &self.variants {
+            v.submit(jobs);
+        }
         Ok(report)
+    }
+
+    /// Blocks until the precompressed variants of every publish so far are in place (or
+    /// their making failed and was logged).
+    pub fn wait_for_variants(&self) {
+        if let Some(v) = &self.variants {
+            v.wait_idle();
+        }
     }
 
     /// Publishes (creates or replaces) a document.
@@ -274,16 +315,35 @@ impl Site {
                 keys.insert(PageKey::Remove(old_path));
             }
         }
-        keys.insert(PageKey::SitemapIndex);
-        keys.insert(PageKey::SitemapPages);
+        // Pages that show the newest articles of a listing, or its size, change only when the
+        // size changes or the article is among the newest (before or after); the page of
+        // pages only when a page or a tag comes or goes.
+        let is_page = |d: &Option<DocRow>| d.as_ref().is_some_and(|d| d.kind == Kind::Page);
+        if is_page(&old) || is_page(&new) {
+            keys.insert(PageKey::SitemapPages);
+        }
         for ((listing, n0, r0), (_, n1, r1)) in before.iter().zip(&after) {
+            let resized = n0 != n1;
+            let newest = |k: u64| {
+                resized || r0.is_some_and(|r| r + k >= *n0) || r1.is_some_and(|r| r + k >= *n1)
+            };
             for p in pages::pages_to_rewrite(listing, pages::PER_PAGE, (*n0, *r0), (*n1, *r1)) {
                 keys.insert(PageKey::ListingPage(listing.clone(), p));
             }
-            keys.insert(PageKey::ListingIndex(listing.clone()));
+            if newest(pages::PER_PAGE) {
+                keys.insert(PageKey::ListingIndex(listing.clone()));
+            }
             match listing {
                 Listing::All => {
-                    keys.extend([PageKey::Home, PageKey::Feed]);
+                    if resized {
+                        keys.insert(PageKey::SitemapIndex);
+                    }
+                    if newest(pages::HOME_ITEMS) {
+                        keys.insert(PageKey::Home);
+                    }
+                    if newest(pages::FEED_ITEMS) {
+                        keys.insert(PageKey::Feed);
+                    }
                     let chunks = pages::pages_to_rewrite(
                         listing,
                         pages::SITEMAP_CHUNK,
@@ -293,7 +353,12 @@ impl Site {
                     keys.extend(chunks.map(PageKey::SitemapChunk));
                 }
                 Listing::Tag(t) => {
-                    keys.insert(PageKey::TagFeed(t.clone()));
+                    if newest(pages::FEED_ITEMS) {
+                        keys.insert(PageKey::TagFeed(t.clone()));
+                    }
+                    if (*n0 == 0) != (*n1 == 0) {
+                        keys.insert(PageKey::SitemapPages);
+                    }
                 }
             }
         }
@@ -312,7 +377,6 @@ impl Site {
         if let Some(n) = &new {
             report.url = Some(format!("{}{}", self.info.url, pages::doc_url(n)));
         }
-        store::clear_pending(&self.conn)?;
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
     }
@@ -327,14 +391,39 @@ impl Site {
             slug,
             ..Report::default()
         };
-        // Render everything first (the store is read on this thread), then compress and
-        // stage the changed files on every core, then rename them all at once: the article
-        // first and removals last, so no listing ever links to a missing page.
+        // Render everything first, on two threads with a connection each, then stage the
+        // changed files on every core, then rename them all at once in key order: the
+        // article first and removals last, so no listing ever links to a missing page.
         let t_render = Instant::now();
+        let (theme, info) = (&self.theme, &self.info);
+        let render_all = |conn: &Connection, part: &[&PageKey]| {
+            part.iter()
+                .map(|k| crate::generate::render_key(conn, theme, info, k))
+                .collect::<Result<Vec<Action>, PublishError>>()
+        };
+        let keys: Vec<&PageKey> = keys.iter().collect();
+        let actions: Vec<Action> = if keys.len() < 4 {
+            render_all(&self.conn, &keys)?
+        } else {
+            // Odd keys on the second thread, so both get each kind of page.
+            let mine: Vec<&PageKey> = keys.iter().copied().step_by(2).collect();
+            let theirs: Vec<&PageKey> = keys.iter().copied().skip(1).step_by(2).collect();
+            let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+            let reader: &mut Connection = &mut reader;
+            let (a, b) = std::thread::scope(|s| {
+                let h = s.spawn(move || render_all(reader, &theirs));
+                let a = render_all(&self.conn, &mine);
+                (a, h.join().expect("render thread panicked"))
+            });
+            let (mut a, mut b) = (a?.into_iter(), b?.into_iter());
+            (0..keys.len())
+                .filter_map(|i| if i % 2 == 0 { a.next() } else { b.next() })
+                .collect()
+        };
         let mut puts = Vec::new();
         let mut removals = Vec::new();
-        for key in keys {
-            match self.render(key)? {
+        for act in actions {
+            match act {
                 Action::Put(path, bytes) => puts.push((path, bytes)),
                 Action::Remove(path) => removals.push(path),
                 Action::Nothing => {}
@@ -372,19 +461,42 @@ impl Site {
         }
         let t_staged = Instant::now();
         let mut dirs = DirSync::default();
-        batch.commit(&mut dirs)?;
-        for ((path, _), outcome) in puts.into_iter().zip(outcomes) {
-            match outcome {
-                Outcome::Written => report.written.push(path),
-                Outcome::Unchanged => report.unchanged.push(path),
-            }
-        }
+        // The document was committed to the store's log before rendering; it becomes
+        // durable in the same barrier as its pages.
+        let wal = store::wal_path(&self.opts.state);
+        let also: Vec<&std::path::Path> = if wal.exists() {
+            vec![wal.as_path()]
+        } else {
+            Vec::new()
+        };
+        let due: BTreeSet<String> = batch.commit(&mut dirs, &also)?.into_iter().collect();
         for path in removals {
             if self.output.remove(&path, &mut dirs)? {
                 report.removed.push(path);
             }
         }
         dirs.finish()?;
+        let generation: i64 = rand::random();
+        let due_list: Vec<String> = due.iter().cloned().collect();
+        store::finish_render(&self.conn, &due_list, generation)?;
+        let mut jobs = Vec::with_capacity(due.len());
+        for ((path, bytes), outcome) in puts.into_iter().zip(outcomes) {
+            if due.contains(&path) {
+                jobs.push(Job {
+                    rel: path.clone(),
+                    bytes,
+                    generation,
+                });
+            }
+            match outcome {
+                Outcome::Written => report.written.push(path),
+                Outcome::Unchanged => report.unchanged.push(path),
+            }
+        }
+        report.precompressing = jobs.len();
+        if let Some(v) = &self.variants {
+            v.submit(jobs);
+        }
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         report.timings = Timings {
             render_ms: ms(t_rendered - t_render),
@@ -393,11 +505,6 @@ impl Site {
         };
         report.elapsed_ms = ms(started.elapsed());
         Ok(report)
-    }
-
-    /// Renders one page from the store.
-    pub(crate) fn render(&self, key: &PageKey) -> Result<Action, PublishError> {
-        crate::generate::render_key(self, key)
     }
 
     /// Rebuilds every page from the store (after a theme or option change). `progress` is
@@ -447,10 +554,7 @@ fn positions(
                 }
         });
         let rank = match member {
-            Some(d) => {
-                let newer = store::newer_than(conn, listing, d.published_at, &d.slug)?;
-                Some(n.saturating_sub(newer + 1))
-            }
+            Some(d) => Some(store::rank(conn, listing, d.published_at, &d.slug)?),
             None => None,
         };
         out.push((listing.clone(), n, rank));

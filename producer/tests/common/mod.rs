@@ -134,7 +134,9 @@ impl Producer {
     }
 
     /// Stops the server and gives back its directory (to restart on the same state).
+    /// Kills the server once the variants of what it published are in place.
     pub fn stop(mut self) -> tempfile::TempDir {
+        settle(&self.out());
         let _ = self.child.kill();
         let _ = self.child.wait();
         let dir = tempfile::tempdir().unwrap();
@@ -282,7 +284,8 @@ pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, (SystemTime, 
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
-            let md = e.metadata().unwrap();
+            // A temporary file can go between listing and looking (the variants worker).
+            let Ok(md) = e.metadata() else { continue };
             if md.is_dir() {
                 stack.push(e.path());
             } else {
@@ -293,6 +296,34 @@ pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, (SystemTime, 
         }
     }
     m
+}
+
+/// Waits until no temporary file is left and, if the site has precompressed variants, every
+/// page has all three: variants follow a publish's answer (README, Durability).
+pub fn settle(root: &Path) {
+    eventually("every page's variants in place", || {
+        let s = snapshot(root);
+        let name = |k: &String| k.rsplit('/').next().unwrap().to_owned();
+        let variants = ["br", "zst", "gz"];
+        let any = s
+            .keys()
+            .any(|k| variants.iter().any(|v| k.ends_with(&format!(".{v}"))));
+        s.keys().all(|k| !name(k).starts_with(".tmp-"))
+            && (!any
+                || s.keys()
+                    .filter(|k| {
+                        [".html", ".xml", ".atom", ".css"]
+                            .iter()
+                            .any(|e| k.ends_with(e))
+                    })
+                    .all(|k| variants.iter().all(|v| s.contains_key(&format!("{k}.{v}")))))
+    });
+}
+
+/// [`snapshot`] once the tree has settled.
+pub fn settled_snapshot(root: &Path) -> std::collections::BTreeMap<String, (SystemTime, u64)> {
+    settle(root);
+    snapshot(root)
 }
 
 /// Polls `f` until it holds or the timeout passes.
