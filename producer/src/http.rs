@@ -247,7 +247,11 @@ async fn publish(State(s): State<AppState>, body: Body) -> Response {
     let site = s.site.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut site = site.lock().unwrap_or_else(|e| e.into_inner());
-        site.publish(doc)
+        let r = site.publish(doc);
+        // The answer means the output is settled: a caller that lists the tree next, or
+        // publishes the same document again, sees no file still changing.
+        site.wait_for_variants();
+        r
     })
     .await;
     if let Ok(Ok(r)) = &result {
@@ -263,7 +267,9 @@ async fn unpublish(State(s): State<AppState>, Path(slug): Path<String>) -> Respo
     let site = s.site.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut site = site.lock().unwrap_or_else(|e| e.into_inner());
-        site.unpublish(&slug)
+        let r = site.unpublish(&slug);
+        site.wait_for_variants();
+        r
     })
     .await;
     if let Ok(Ok(r)) = &result {
