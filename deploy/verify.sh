@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the systemd units in deploy/systemd with `systemd-analyze verify` (syntax, known
+# Checks the systemd units in deploy/ with `systemd-analyze verify` (syntax, known
 # directives, sandboxing options), and the example configs with the binaries' own parser.
 # `verify` also insists that ExecStart's program exists: the units name /usr/local/bin/..., so
 # each is checked in a temporary copy pointing at the binaries built in the target directory.
@@ -13,7 +13,7 @@ done
 bin="$(cd "$bin" && pwd)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-for unit in deploy/systemd/*.service; do
+for unit in deploy/*.service; do
     sed "s|/usr/local/bin/|$bin/|g" "$unit" >"$tmp/$(basename "$unit")"
 done
 # systemd-analyze prints problems and exits non-zero on errors; warnings fail too.
@@ -26,7 +26,7 @@ if [[ -n "$out" ]]; then
     echo "systemd-analyze printed warnings" >&2
     exit 1
 fi
-echo "systemd-analyze verify: $(ls deploy/systemd/*.service | wc -l) units OK"
+echo "systemd-analyze verify: $(ls deploy/*.service | wc -l) units OK"
 
 # The example configs parse: --help after --config makes the binary read the file, map every
 # key to a flag and validate the flags, without starting anything.
