@@ -3,9 +3,9 @@
 //! The settle window opens at the first event and closes `settle` later, never sliding: a lone
 //! edit waits at most `settle`; files that arrive together share a changeset. Only events that
 //! mean "complete" make a path dirty: close-after-write, rename, delete, attribute change, a
-//! directory created. A file that is created but still being written is left alone until it
-//! is closed. A new directory is walked at once and once more shortly after, because files
-//! written into it before its watch existed raise no event.
+//! directory created, a hard link created. A file that is created but still being written is
+//! left alone until it is closed. A new directory is walked at once and once more shortly
+//! after, because files written into it before its watch existed raise no event.
 
 use crate::journal::Batch;
 use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
@@ -53,7 +53,7 @@ fn wanted(ev: &notify::Result<Event>) -> bool {
     ev.need_rescan()
         || matches!(
             ev.kind,
-            EventKind::Create(CreateKind::Folder)
+            EventKind::Create(_)
                 | EventKind::Access(AccessKind::Close(AccessMode::Write))
                 | EventKind::Remove(_)
                 | EventKind::Modify(ModifyKind::Metadata(_))
@@ -156,6 +156,18 @@ impl Builder {
                 if let Some(p) = paths.next() {
                     rewalk.push((Instant::now() + REWALK_AFTER, p.clone()));
                     self.batch.dirty.insert(p);
+                }
+            }
+            // A hard link made into the tree (`ln`, `cp -al`, `rsync --link-dest`) raises
+            // only a create, never a close-after-write: its bytes are complete already, under
+            // another name, so a created file with more than one link is dirty at once. A file
+            // that is being written (one link) waits for its close as before.
+            EventKind::Create(CreateKind::File | CreateKind::Any) => {
+                use std::os::unix::fs::MetadataExt;
+                for p in paths {
+                    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.nlink() > 1) {
+                        self.batch.dirty.insert(p);
+                    }
                 }
             }
             EventKind::Access(AccessKind::Close(AccessMode::Write))

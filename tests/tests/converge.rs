@@ -99,3 +99,23 @@ fn three_mirrors_converge_and_follow_edits_deletes_and_renames() {
     );
     assert_eq!(ms[1].health()["applied_seq"], head);
 }
+
+/// `ln`, `cp -al` and `rsync --link-dest` put files in the tree as hard links: inotify reports
+/// only their creation, never a close after writing, and they must still travel.
+#[test]
+fn a_file_hard_linked_into_the_tree_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    write_atomic(&src.join("index.html"), b"home");
+    let d = Distributor::start(tmp.path(), &src, &[]);
+    let m = Mirror::start(tmp.path(), "m1", &d.add_mirror("m1"), &[]);
+    converge(&src, &[&m], Duration::from_secs(30));
+    let outside = tmp.path().join("prepared.html");
+    fs::write(&outside, page(7, 4_000)).unwrap();
+    fs::create_dir_all(src.join("linked")).unwrap();
+    fs::hard_link(&outside, src.join("linked/page.html")).unwrap();
+    fs::hard_link(src.join("index.html"), src.join("copy-of-home.html")).unwrap();
+    converge(&src, &[&m], Duration::from_secs(30));
+    assert_eq!(m.get("linked/page.html").2, page(7, 4_000));
+    assert_eq!(m.get("copy-of-home.html").2, b"home");
+}
