@@ -48,12 +48,24 @@ pub fn watch(root: &Path) -> anyhow::Result<(notify::RecommendedWatcher, Events)
 /// are dropped here, in notify's thread, before the channel: queued unread during the start-up
 /// index of 100,000 files they held 65 MB (heaptrack), and the batcher would then have read
 /// 317,000 events for nothing.
+///
+/// A created file passes only when it is a hard link (more than one link: `ln`, `cp -al`,
+/// `rsync --link-dest`), which raises no close-after-write because its bytes are complete
+/// already under another name. An ordinary creation would only open a settle window with
+/// nothing in it: the file is being written, and its close is what counts.
 fn wanted(ev: &notify::Result<Event>) -> bool {
     let Ok(ev) = ev else { return true };
+    if let EventKind::Create(CreateKind::File | CreateKind::Any) = ev.kind {
+        use std::os::unix::fs::MetadataExt;
+        return ev
+            .paths
+            .iter()
+            .any(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.nlink() > 1));
+    }
     ev.need_rescan()
         || matches!(
             ev.kind,
-            EventKind::Create(_)
+            EventKind::Create(CreateKind::Folder)
                 | EventKind::Access(AccessKind::Close(AccessMode::Write))
                 | EventKind::Remove(_)
                 | EventKind::Modify(ModifyKind::Metadata(_))
@@ -158,19 +170,9 @@ impl Builder {
                     self.batch.dirty.insert(p);
                 }
             }
-            // A hard link made into the tree (`ln`, `cp -al`, `rsync --link-dest`) raises
-            // only a create, never a close-after-write: its bytes are complete already, under
-            // another name, so a created file with more than one link is dirty at once. A file
-            // that is being written (one link) waits for its close as before.
-            EventKind::Create(CreateKind::File | CreateKind::Any) => {
-                use std::os::unix::fs::MetadataExt;
-                for p in paths {
-                    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.nlink() > 1) {
-                        self.batch.dirty.insert(p);
-                    }
-                }
-            }
-            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            // Only hard links get here ([`wanted`]): complete already, dirty at once.
+            EventKind::Create(CreateKind::File | CreateKind::Any)
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
             | EventKind::Remove(_)
             | EventKind::Modify(ModifyKind::Metadata(_)) => {
                 self.batch.dirty.extend(paths);
