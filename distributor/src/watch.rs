@@ -19,6 +19,15 @@ use tracing::{error, warn};
 /// A second look at a new directory this long after it appeared.
 const REWALK_AFTER: Duration = Duration::from_millis(50);
 
+/// How long a window that closes holding one half of a rename waits for the other.
+///
+/// The kernel queues `IN_MOVED_FROM` and `IN_MOVED_TO` of one rename side by side, but notify's
+/// thread hands them over one at a time; when the settle window closes between the two (a busy
+/// machine, a window opened by an earlier file just before), the halves land in different
+/// batches and a directory rename turned into a delete and a fresh copy of every file in it.
+/// Only a move out of the tree, which has no partner, pays this wait.
+const RENAME_PARTNER_WAIT: Duration = Duration::from_millis(50);
+
 pub type Events = Receiver<notify::Result<Event>>;
 
 /// Starts watching `root` recursively. Events queue in the returned channel until
@@ -109,6 +118,14 @@ impl Batcher {
             b.add(ev, &mut self.rewalk);
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(ev) => b.add(ev, &mut self.rewalk),
+                    Err(_) => break,
+                }
+            }
+            let partner_deadline = Instant::now() + RENAME_PARTNER_WAIT;
+            while !b.from.is_empty() {
+                let left = partner_deadline.saturating_duration_since(Instant::now());
                 match self.rx.recv_timeout(left) {
                     Ok(ev) => b.add(ev, &mut self.rewalk),
                     Err(_) => break,
@@ -218,5 +235,50 @@ impl Builder {
         // A from with no partner: moved out of the tree.
         self.batch.dirty.extend(self.from.into_values());
         self.batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rename(mode: RenameMode, paths: &[&str]) -> notify::Result<Event> {
+        let ev = Event::new(EventKind::Modify(ModifyKind::Name(mode))).set_tracker(7);
+        Ok(paths.iter().fold(ev, |ev, p| ev.add_path(PathBuf::from(p))))
+    }
+
+    #[test]
+    fn a_rename_split_across_the_settle_window_is_still_a_move() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut batcher = Batcher::new(rx, Duration::ZERO);
+        tx.send(rename(RenameMode::From, &["/t/old"])).unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            tx.send(rename(RenameMode::To, &["/t/new"])).unwrap();
+            tx.send(rename(RenameMode::Both, &["/t/old", "/t/new"]))
+                .unwrap();
+            tx
+        });
+        let batch = batcher.next_batch().unwrap();
+        let _tx = late.join().unwrap();
+        assert_eq!(
+            batch.moves,
+            vec![(PathBuf::from("/t/old"), PathBuf::from("/t/new"))]
+        );
+        assert!(batch.dirty.is_empty(), "sent as delete + create: {batch:?}");
+    }
+
+    #[test]
+    fn a_move_out_of_the_tree_is_a_delete() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut batcher = Batcher::new(rx, Duration::ZERO);
+        tx.send(rename(RenameMode::From, &["/t/gone"])).unwrap();
+        let batch = batcher.next_batch().unwrap();
+        assert!(batch.moves.is_empty());
+        assert_eq!(
+            batch.dirty.into_iter().collect::<Vec<_>>(),
+            vec![PathBuf::from("/t/gone")]
+        );
+        drop(tx);
     }
 }
