@@ -280,15 +280,7 @@ fn main() -> Result<()> {
     run.notes.extend(build_note);
     signing::measure(&mut run);
     let t_all = Instant::now();
-    run.busy.push((
-        "start".into(),
-        other_builds(),
-        format!(
-            "{}; busiest other processes: {}",
-            load.trim(),
-            busy_processes()
-        ),
-    ));
+    run.busy.push(sample_machine("start", work.path()));
     if run.cfg.skip.iter().any(|s| s == "producer") {
         run.notes
             .push("Producer (scenario 8) skipped (--skip producer).".into());
@@ -321,16 +313,8 @@ fn main() -> Result<()> {
             failed = Some(e);
         }
         procs::kill_all();
-        let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        run.busy.push((
-            format!("after {n} articles"),
-            other_builds(),
-            format!(
-                "{}; busiest other processes: {}",
-                l.trim(),
-                busy_processes()
-            ),
-        ));
+        run.busy
+            .push(sample_machine(&format!("after {n} articles"), work.path()));
         write_report(
             &run,
             &cli.out,
@@ -1223,6 +1207,65 @@ fn flush_disk() {
 
 /// Processes (other than this harness's) that used more than 10% of a core over one second:
 /// "name 55%, ...".
+/// What else the machine is doing at `label`: other builders' compilers, the load, the busiest
+/// other processes, and how fast the disk answers a small durable write.
+fn sample_machine(label: &str, work: &Path) -> (String, usize, String) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    (
+        label.to_owned(),
+        other_builds(),
+        format!(
+            "{}; busiest other processes: {}; disk: {}",
+            load.trim(),
+            busy_processes(),
+            disk_probe(work)
+        ),
+    )
+}
+
+/// The median and worst of 20 durable 4 KiB writes (write + fdatasync) in `dir`, and the
+/// kernel's I/O pressure. tamizdat's mirrors apply durably and lsyncd and rsync do not, so a
+/// slow disk moves their ratios: a reader comparing two runs needs to see it.
+fn disk_probe(dir: &Path) -> String {
+    use std::io::Write as _;
+    const N: usize = 20;
+    let path = dir.join(".disk-probe");
+    let mut ms = Vec::with_capacity(N);
+    let probe = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&path)?;
+        for _ in 0..N {
+            let t = Instant::now();
+            f.write_all(&[0x5a; 4096])?;
+            f.sync_data()?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    let pressure = std::fs::read_to_string("/proc/pressure/io")
+        .ok()
+        .and_then(|s| {
+            let some = s.lines().next()?.to_owned();
+            let avg = some
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("avg60="))?;
+            Some(format!("{avg}%"))
+        })
+        .unwrap_or_else(|| "n/a".into());
+    match probe {
+        Err(e) => format!("probe failed ({e}); I/O pressure (some, avg60) {pressure}"),
+        Ok(()) => {
+            ms.sort_by(f64::total_cmp);
+            format!(
+                "4 KB write + fdatasync p50 {} ms, max {} ms ({N} samples); I/O pressure \
+                 (some, avg60) {pressure}",
+                f(ms[N / 2]),
+                f(ms[N - 1])
+            )
+        }
+    }
+}
+
 fn busy_processes() -> String {
     let snap = || -> BTreeMap<i32, (String, f64)> {
         let mut m = BTreeMap::new();
