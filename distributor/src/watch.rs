@@ -85,6 +85,8 @@ fn wanted(ev: &notify::Result<Event>) -> bool {
 pub struct Batcher {
     rx: Events,
     settle: Duration,
+    /// [`RENAME_PARTNER_WAIT`]; a field so a test can wait longer than a busy machine stalls.
+    partner_wait: Duration,
     rewalk: Vec<(Instant, PathBuf)>,
 }
 
@@ -93,7 +95,20 @@ impl Batcher {
         Self {
             rx,
             settle,
+            partner_wait: RENAME_PARTNER_WAIT,
             rewalk: Vec::new(),
+        }
+    }
+
+    /// Adds the next event that arrives before `deadline`; false once it has passed.
+    fn add_next(&mut self, b: &mut Builder, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(ev) => {
+                b.add(ev, &mut self.rewalk);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -116,21 +131,9 @@ impl Batcher {
         let deadline = Instant::now() + self.settle;
         if let Some(ev) = first {
             b.add(ev, &mut self.rewalk);
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.rx.recv_timeout(left) {
-                    Ok(ev) => b.add(ev, &mut self.rewalk),
-                    Err(_) => break,
-                }
-            }
-            let partner_deadline = Instant::now() + RENAME_PARTNER_WAIT;
-            while !b.from.is_empty() {
-                let left = partner_deadline.saturating_duration_since(Instant::now());
-                match self.rx.recv_timeout(left) {
-                    Ok(ev) => b.add(ev, &mut self.rewalk),
-                    Err(_) => break,
-                }
-            }
+            while self.add_next(&mut b, deadline) {}
+            let partner_deadline = Instant::now() + self.partner_wait;
+            while !b.from.is_empty() && self.add_next(&mut b, partner_deadline) {}
         }
         let now = Instant::now();
         self.rewalk.retain(|(t, p)| {
@@ -251,6 +254,9 @@ mod tests {
     fn a_rename_split_across_the_settle_window_is_still_a_move() {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut batcher = Batcher::new(rx, Duration::ZERO);
+        // The partner arrives 5 ms late; the wait ends as soon as it does, so a long one
+        // only keeps a stalled test thread from failing the test.
+        batcher.partner_wait = Duration::from_secs(30);
         tx.send(rename(RenameMode::From, &["/t/old"])).unwrap();
         let late = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(5));
@@ -273,6 +279,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut batcher = Batcher::new(rx, Duration::ZERO);
         tx.send(rename(RenameMode::From, &["/t/gone"])).unwrap();
+        // `tx` stays open, so the batch closes by the partner wait running out.
         let batch = batcher.next_batch().unwrap();
         assert!(batch.moves.is_empty());
         assert_eq!(
