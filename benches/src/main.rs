@@ -1205,8 +1205,6 @@ fn flush_disk() {
     unsafe { libc::sync() }
 }
 
-/// Processes (other than this harness's) that used more than 10% of a core over one second:
-/// "name 55%, ...".
 /// What else the machine is doing at `label`: other builders' compilers, the load, the busiest
 /// other processes, and how fast the disk answers a small durable write.
 fn sample_machine(label: &str, work: &Path) -> (String, usize, String) {
@@ -1245,8 +1243,9 @@ fn disk_probe(dir: &Path) -> String {
     let pressure = std::fs::read_to_string("/proc/pressure/io")
         .ok()
         .and_then(|s| {
-            let some = s.lines().next()?.to_owned();
-            let avg = some
+            let avg = s
+                .lines()
+                .next()?
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("avg60="))?;
             Some(format!("{avg}%"))
@@ -1266,6 +1265,8 @@ fn disk_probe(dir: &Path) -> String {
     }
 }
 
+/// Processes (other than this harness's) that used more than 10% of a core over one second:
+/// "name 55%, ...".
 fn busy_processes() -> String {
     let snap = || -> BTreeMap<i32, (String, f64)> {
         let mut m = BTreeMap::new();
