@@ -200,8 +200,15 @@ async fn access_log_combined_format_and_trusted_proxies() {
     );
 }
 
-#[test]
-fn spawn_threads_serves_and_shuts_down() {
+/// `spawn_threads` with `n` threads over a site holding `a.txt` = "threads".
+struct Threaded {
+    _dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: tamizdat_serve::Threads,
+}
+
+fn spawn_threaded(n: usize) -> Threaded {
     let dir = tempfile::tempdir().unwrap();
     put(&dir.path().join("site"), "a.txt", b"threads");
     let site = tamizdat_serve::Site::new(dir.path().join("site"), ServeOptions::default());
@@ -209,8 +216,60 @@ fn spawn_threads_serves_and_shuts_down() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let threads = tamizdat_serve::spawn_threads(listener, site, health, 2, stop_rx).unwrap();
+    let threads = tamizdat_serve::spawn_threads(listener, site, health, n, stop_rx).unwrap();
+    Threaded {
+        _dir: dir,
+        addr,
+        stop,
+        threads,
+    }
+}
 
+impl Threaded {
+    /// Signals shutdown and waits (at most [`TIMEOUT`]) for every thread to stop cleanly.
+    fn shut_down(self) {
+        self.stop.send(true).unwrap();
+        let threads = self.threads;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(threads.join()));
+        done_rx
+            .recv_timeout(TIMEOUT)
+            .expect("threads did not stop")
+            .unwrap();
+    }
+}
+
+/// Keep-alive connections opened one after another end up spread over the threads, each
+/// answered: the thread that accepts hands a connection to the one serving the fewest.
+#[test]
+fn spawn_threads_spreads_connections_evenly() {
+    use std::io::{Read, Write};
+    let t = spawn_threaded(3);
+    let mut open = Vec::new();
+    for i in 0..9 {
+        let mut c = std::net::TcpStream::connect(t.addr).unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"threads") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "connection {i} closed before its answer: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200 "), "{got:?}");
+        open.push(c);
+    }
+    assert_eq!(t.threads.connections(), vec![3, 3, 3]);
+    drop(open);
+    t.shut_down();
+}
+
+#[test]
+fn spawn_threads_serves_and_shuts_down() {
+    let t = spawn_threaded(2);
+    let addr = t.addr;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -225,12 +284,6 @@ fn spawn_threads_serves_and_shuts_down() {
             assert_eq!((r.status, r.body.as_slice()), (200, &b"threads"[..]));
         }
     });
-    stop.send(true).unwrap();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done_tx.send(threads.join()));
-    done_rx
-        .recv_timeout(TIMEOUT)
-        .expect("threads did not stop")
-        .unwrap();
+    t.shut_down();
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
