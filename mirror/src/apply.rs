@@ -823,20 +823,24 @@ impl Engine {
         };
         let root = &self.root;
         let mut dirs: HashSet<PathBuf> = HashSet::new();
+        let mut ancestors = fsops::Ancestors::default();
         let gate = self.rt.block_on(self.site.publish(changed));
         for (op, src) in ops.iter().zip(sources) {
             match op {
                 Op::Put { path, hash, .. } => {
                     let Some(src) = src else { continue };
-                    let full = fsops::prepare_parent(root, path)?;
+                    let full = ancestors.prepare_parent(root, path)?;
                     if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
                         fsops::remove_any(&full)?;
+                        ancestors.forget();
                     }
                     std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
                     let _ = self.site.set_hash(path.as_str(), &hash.to_hex());
                     dirs.insert(full.parent().unwrap_or(root).to_path_buf());
                 }
                 Op::Delete { path } => {
+                    // It may prune directories the next put would take as checked.
+                    ancestors.forget();
                     if let Some(full) = fsops::existing(root, path)? {
                         if fsops::remove_any(&full)? {
                             fsops::prune_empty_parents(root, &full);
@@ -845,6 +849,7 @@ impl Engine {
                     }
                 }
                 Op::Move { from, to } => {
+                    ancestors.forget();
                     let Some(src) = fsops::existing(root, from)?.filter(|p| p.exists()) else {
                         if fsops::existing(root, to)?.is_some_and(|p| p.exists()) {
                             continue; // done before a crash

@@ -44,25 +44,62 @@ impl FsError {
 /// a directory is needed is removed (upstream replaced it; its delete may have been compacted).
 /// Returns the full path.
 pub fn prepare_parent(root: &Path, path: &SitePath) -> Result<PathBuf, FsError> {
-    walk_ancestors(root, path, true)?;
-    Ok(root.join(path.as_str()))
+    Ancestors::default().prepare_parent(root, path)
 }
 
 /// Like [`prepare_parent`] but creates nothing: `Ok(None)` when an ancestor is missing.
 pub fn existing(root: &Path, path: &SitePath) -> Result<Option<PathBuf>, FsError> {
-    Ok(walk_ancestors(root, path, false)?.then(|| root.join(path.as_str())))
+    let found = walk_ancestors(root, path, false, &mut Vec::new())?;
+    Ok(found.then(|| root.join(path.as_str())))
+}
+
+/// The ancestors the last [`Ancestors::prepare_parent`] found to be real directories (or made),
+/// so that the next path, sorted next to it, checks only what it does not share: in a full
+/// resync of `yyyy/mm/slug/index.html` pages that leaves one `lstat` and one `mkdir` of the
+/// three levels per page. Forget them (a new value, or [`Ancestors::forget`]) after anything
+/// that may remove a directory. Trusting a check made a moment earlier in the same changeset
+/// adds nothing a local user who can write the root could not do anyway: upstream has no way
+/// to make a symlink, only a local user can, and path-based renames always leave that user a
+/// window between check and use.
+#[derive(Default)]
+pub struct Ancestors(Vec<PathBuf>);
+
+impl Ancestors {
+    /// [`prepare_parent`], skipping the ancestors checked last time.
+    pub fn prepare_parent(&mut self, root: &Path, path: &SitePath) -> Result<PathBuf, FsError> {
+        walk_ancestors(root, path, true, &mut self.0)?;
+        Ok(root.join(path.as_str()))
+    }
+
+    pub fn forget(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// Walks `path`'s ancestors under `root`, refusing symlinks. With `create`, makes missing
 /// directories (replacing a file in the way); without, returns false at the first missing one.
-fn walk_ancestors(root: &Path, path: &SitePath, create: bool) -> Result<bool, FsError> {
+/// `checked[i]` is an ancestor at depth `i` known to be a directory; the walk trusts the
+/// leading run that matches and leaves the chain it checked there.
+fn walk_ancestors(
+    root: &Path,
+    path: &SitePath,
+    create: bool,
+    checked: &mut Vec<PathBuf>,
+) -> Result<bool, FsError> {
     let mut cur = root.to_path_buf();
     let comps: Vec<&str> = path.components().collect();
-    for c in &comps[..comps.len() - 1] {
+    for (depth, c) in comps[..comps.len() - 1].iter().enumerate() {
         cur.push(c);
+        if checked.get(depth) == Some(&cur) {
+            continue;
+        }
+        checked.truncate(depth);
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() => return Err(FsError::Symlink(path.clone())),
-            Ok(m) if m.is_dir() => continue,
+            Ok(m) if m.is_dir() => {
+                checked.push(cur.clone());
+                continue;
+            }
             Ok(_) if !create => return Ok(false),
             Ok(_) => fs::remove_file(&cur).map_err(|e| FsError::io("remove", &cur, e))?,
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -72,7 +109,9 @@ fn walk_ancestors(root: &Path, path: &SitePath, create: bool) -> Result<bool, Fs
             Err(_) => {}
         }
         fs::create_dir(&cur).map_err(|e| FsError::io("create directory", &cur, e))?;
+        checked.push(cur.clone());
     }
+    checked.truncate(comps.len() - 1);
     Ok(true)
 }
 
@@ -124,13 +163,53 @@ pub fn sync_fs(path: &Path) -> Result<(), FsError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn refuses_symlinked_ancestors_and_replaces_files() {
+    /// A temp dir holding an empty `root` and an empty `outside` it must never write to.
+    fn root_and_outside() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("root");
-        let outside = d.path().join("outside");
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
         fs::create_dir_all(&root).unwrap();
         fs::create_dir_all(&outside).unwrap();
+        (d, root, outside)
+    }
+
+    #[test]
+    fn ancestors_check_what_sorted_paths_do_not_share_and_forget_on_request() {
+        let (_d, root, outside) = root_and_outside();
+        let p = |s: &str| SitePath::new(s).unwrap();
+        let mut a = Ancestors::default();
+        for s in [
+            "2009/04/a/index.html",
+            "2009/04/b/index.html",
+            "2009/05/c/index.html",
+        ] {
+            assert_eq!(a.prepare_parent(&root, &p(s)).unwrap(), root.join(s));
+            assert!(root.join(s).parent().unwrap().is_dir(), "{s}");
+        }
+        // A level the last path did not share is checked: a symlink there is refused.
+        std::os::unix::fs::symlink(&outside, root.join("2009/06")).unwrap();
+        assert!(matches!(
+            a.prepare_parent(&root, &p("2009/06/d/index.html")),
+            Err(FsError::Symlink(_))
+        ));
+        // After `forget`, every level is checked again.
+        a.prepare_parent(&root, &p("2009/05/c/index.html")).unwrap();
+        fs::remove_dir_all(root.join("2009/05")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("2009/05")).unwrap();
+        a.forget();
+        assert!(matches!(
+            a.prepare_parent(&root, &p("2009/05/e/index.html")),
+            Err(FsError::Symlink(_))
+        ));
+        assert!(!outside.join("e").exists());
+        // A file where a directory must be is replaced, at a level not shared.
+        fs::write(root.join("2009/04/f"), b"x").unwrap();
+        a.prepare_parent(&root, &p("2009/04/f/index.html")).unwrap();
+        assert!(root.join("2009/04/f").is_dir());
+    }
+
+    #[test]
+    fn refuses_symlinked_ancestors_and_replaces_files() {
+        let (_d, root, outside) = root_and_outside();
         std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
         let p = SitePath::new("link/x.html").unwrap();
         assert!(matches!(

@@ -1,6 +1,7 @@
 //! The staging area, `ROOT/.tamizdat/stage/`: on the same file system as the served tree, so
 //! a staged file enters the tree with one `rename`. Received bytes are named by their hash
-//! once verified (`<hex>`; `<hex>.part` while arriving); files about to be renamed into place
+//! once verified (`<hex>`; a large file is `<hex>.part` while its chunks arrive, a small one is
+//! verified in memory and written as `<hex>` directly); files about to be renamed into place
 //! are `put-<i>`, numbered by their op in the pending changeset so a restart can find them.
 
 use crate::fsops::{self, FsError};
@@ -114,10 +115,15 @@ impl Stage {
                 format!("blob {} does not match its hash", b.hash),
             ));
         }
-        let part = self.part(&b.hash);
-        fs::write(&part, &raw).map_err(io("write", &part))?;
+        // Verified in memory, so written under its final name at once: no `.part` and no
+        // rename in a directory that holds a whole resync (a tenth of the mirror's CPU in a
+        // 100k-file one). A write cut short is removed here; one cut short by a kill is
+        // found by `clean` on the next start, which re-hashes every verified file.
         let dst = self.verified(&b.hash);
-        fs::rename(&part, &dst).map_err(io("rename", &dst))?;
+        if let Err(e) = fs::write(&dst, &raw) {
+            let _ = fs::remove_file(&dst);
+            return Err(io("write", &dst)(e));
+        }
         Ok(raw.len() as u64)
     }
 
