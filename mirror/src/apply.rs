@@ -13,6 +13,10 @@
 //!
 //! Killed anywhere, each served file is a complete old or new version; on the next start a
 //! `pending` changeset is finished (every step is idempotent) before anything else.
+//!
+//! A full resync into an empty mirror publishes its files in batches as their bytes arrive
+//! (steps 1 and 3 per batch, recorded without a sequence), so renaming does not all wait for
+//! the last byte; its sequence and ack still come at the end (`publish_early`).
 
 use crate::fsops::{self, FsError};
 use crate::stage::Stage;
@@ -20,7 +24,7 @@ use crate::status::Status;
 use crate::store::Store;
 use anyhow::Result;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tamizdat_protocol::{
     encode, sign, Blob, Changeset, Chunk, ContentHash, ErrorCode, Fingerprint, Link, Message, Mode,
@@ -140,20 +144,58 @@ struct Conn {
     /// Requested hashes and their sizes.
     wanted: HashMap<ContentHash, u64>,
     gone: HashSet<ContentHash>,
-    /// The front changeset's sequence and the requested hashes it still waits for.
-    front: Option<(u64, HashSet<ContentHash>)>,
+    /// What the front changeset still waits for, and what of it has arrived.
+    front: Option<Front>,
+    /// The full resync that may publish its files as their bytes arrive ([`EARLY_BATCH`]).
+    early: Option<u64>,
     /// Blobs pushed ahead of the changeset that needs them, and their bytes.
     pushed: HashSet<ContentHash>,
     pushed_bytes: u64,
 }
 
+/// The front changeset's sequence, the requested hashes it still waits for (each with the
+/// first of its ops that puts it), and those ops whose bytes are staged now.
+struct Front {
+    seq: u64,
+    waiting: HashMap<ContentHash, u32>,
+    ready: Vec<u32>,
+}
+
 impl Conn {
-    /// Requested bytes arrived (or are gone): the front changeset no longer waits for them.
-    fn arrived(&mut self, hash: &ContentHash) {
-        if let Some((_, waiting)) = &mut self.front {
-            waiting.remove(hash);
+    /// Requested bytes arrived (`staged`) or are gone: the front changeset no longer waits.
+    fn arrived(&mut self, hash: &ContentHash, staged: bool) {
+        if let Some(f) = &mut self.front {
+            if let Some(i) = f.waiting.remove(hash) {
+                if staged {
+                    f.ready.push(i);
+                }
+            }
         }
     }
+}
+
+/// A full resync into an empty mirror publishes its files in batches as their bytes arrive,
+/// instead of all at the end: renaming 100,000 files into place took the last third of a
+/// full resync while the distributor sat idle (`docs/design.md`). The sequence, and the ack,
+/// still come only when every file is in place. A batch is an eighth of the manifest, within
+/// these bounds.
+pub const EARLY_BATCH: (usize, usize) = (64, 4096);
+
+/// How many arrived files a full resync of `ops` files publishes at a time.
+fn early_batch(ops: usize) -> usize {
+    (ops / 8).clamp(EARLY_BATCH.0, EARLY_BATCH.1)
+}
+
+/// True when the root holds nothing but the mirror's own directory.
+fn root_is_fresh(root: &Path) -> Result<bool, EngineError> {
+    let entries = std::fs::read_dir(root).map_err(|e| FsError::io("read", root, e))?;
+    for e in entries {
+        let e = e.map_err(|e| FsError::io("read", root, e))?;
+        if e.file_name() != crate::stage::OWN_DIR {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Up to this many ops, a publish tells the server each path it changed; more, the root.
@@ -269,6 +311,7 @@ impl Engine {
             pushed: HashSet::new(),
             pushed_bytes: 0,
             front: None,
+            early: None,
         });
         Ok(())
     }
@@ -329,7 +372,7 @@ impl Engine {
             Message::Chunk(c) => self.chunk(c),
             Message::Gone { hash } => {
                 let conn = self.conn.as_mut().expect("connected");
-                conn.arrived(&hash);
+                conn.arrived(&hash, false);
                 if conn.wanted.remove(&hash).is_none() {
                     return Err(peer(ErrorCode::Protocol, "Gone for a hash never asked for"));
                 }
@@ -406,6 +449,18 @@ impl Engine {
         if complete {
             let cs = conn.assembling.take().expect("assembling");
             conn.link = verify(conn, &cs)?;
+            if cs.kind == Mode::Full {
+                check_manifest(&cs)?;
+                // Only into an empty mirror: where files are held, the resync's deletes of
+                // what the origin no longer has must run before its puts, as they do in one
+                // publish at the end.
+                if conn.queue.is_empty()
+                    && self.store.holds_nothing()?
+                    && root_is_fresh(&self.root)?
+                {
+                    conn.early = Some(cs.seq);
+                }
+            }
             conn.last_queued = cs.seq;
             // Pushed blobs belong to the changeset that follows them; drop any it does not use.
             if !conn.pushed.is_empty() {
@@ -450,7 +505,7 @@ impl Engine {
         };
         self.stage.whole_exact(&b, size)?;
         conn.wanted.remove(&b.hash);
-        conn.arrived(&b.hash);
+        conn.arrived(&b.hash, true);
         self.try_apply()
     }
 
@@ -461,7 +516,7 @@ impl Engine {
         };
         if self.stage.piece(&c, size)? {
             conn.wanted.remove(&c.hash);
-            conn.arrived(&c.hash);
+            conn.arrived(&c.hash, true);
             self.try_apply()?;
         }
         Ok(())
@@ -538,7 +593,7 @@ impl Engine {
                 return Ok(());
             }
             if !conn.wanted.is_empty() && self.waits_on_wanted() {
-                return Ok(());
+                return self.publish_early();
             }
             let cs = self
                 .conn
@@ -566,19 +621,96 @@ impl Engine {
         let Some(cs) = conn.queue.front() else {
             return false;
         };
-        if conn.front.as_ref().map(|f| f.0) != Some(cs.seq) {
-            let waiting = cs
-                .ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Put { hash, .. } if conn.wanted.contains_key(hash) => Some(*hash),
-                    _ => None,
-                })
-                .collect();
-            conn.front = Some((cs.seq, waiting));
+        if conn.front.as_ref().map(|f| f.seq) != Some(cs.seq) {
+            let mut waiting = HashMap::new();
+            for (i, op) in cs.ops.iter().enumerate() {
+                if let Op::Put { hash, .. } = op {
+                    if conn.wanted.contains_key(hash) {
+                        waiting.entry(*hash).or_insert(i as u32);
+                    }
+                }
+            }
+            conn.front = Some(Front {
+                seq: cs.seq,
+                waiting,
+                ready: Vec::new(),
+            });
         }
-        conn.front.as_ref().is_some_and(|f| !f.1.is_empty())
+        conn.front.as_ref().is_some_and(|f| !f.waiting.is_empty())
     }
+
+    /// While a full resync into an empty mirror still waits for bytes, renames a batch of the
+    /// files that are here into place and records them (not the sequence: that, and the ack,
+    /// wait for the end). Killed in the middle, the next start finds them recorded, or in
+    /// place with the right hash, and keeps them.
+    fn publish_early(&mut self) -> Result<(), EngineError> {
+        let conn = self.conn.as_mut().expect("connected");
+        let (Some(front), Some(cs)) = (conn.front.as_mut(), conn.queue.front()) else {
+            return Ok(());
+        };
+        if conn.early != Some(cs.seq)
+            || front.seq != cs.seq
+            || front.ready.len() < early_batch(cs.ops.len())
+        {
+            return Ok(());
+        }
+        let ops: Vec<Op> = front
+            .ready
+            .drain(..)
+            .map(|i| cs.ops[i as usize].clone())
+            .filter(|op| matches!(op, Op::Put { hash, .. } if self.stage.has(hash)))
+            .collect();
+        let seq = cs.seq;
+        let t = std::time::Instant::now();
+        let sources = self.stage.prepare(&ops, |_| None)?;
+        self.execute(&ops, &sources)?.sync(&self.root)?;
+        self.store.adopt(&ops)?;
+        self.status.metrics.published_early.inc_by(ops.len() as u64);
+        debug!(
+            seq,
+            files = ops.len(),
+            us = t.elapsed().as_micros() as u64,
+            "published part of a full resync"
+        );
+        Ok(())
+    }
+}
+
+/// A full resync's manifest puts each path once, and never a file where another path needs a
+/// directory (`a` and `a/b`): such a manifest cannot be applied, and publishing part of it
+/// early would leave files and records disagreeing.
+fn check_manifest(cs: &Changeset) -> Result<(), EngineError> {
+    let mut paths: HashSet<&str> = HashSet::with_capacity(cs.ops.len());
+    for op in &cs.ops {
+        let Op::Put { path, .. } = op else {
+            return Err(peer(
+                ErrorCode::Protocol,
+                format!(
+                    "full resync {} holds a delete or a move: refusing it",
+                    cs.seq
+                ),
+            ));
+        };
+        if !paths.insert(path.as_str()) {
+            return Err(peer(
+                ErrorCode::Protocol,
+                format!("full resync {} lists '{path}' twice: refusing it", cs.seq),
+            ));
+        }
+    }
+    for p in &paths {
+        if let Some((i, _)) = p.match_indices('/').find(|(i, _)| paths.contains(&p[..*i])) {
+            return Err(peer(
+                ErrorCode::Protocol,
+                format!(
+                    "full resync {} lists '{}' as a file and as a directory of '{p}': refusing it",
+                    cs.seq,
+                    &p[..i]
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn too_many(seq: u64, max: usize) -> EngineError {
@@ -715,7 +847,10 @@ impl Engine {
                 }
                 decisions.push(Do::Exec);
             }
-            if cs.kind == Mode::Full {
+            // A full resync that began in a fresh root (see `publish_early`) has nothing extra
+            // to look for: only it has written there since.
+            let early = self.conn.as_ref().expect("connected").early == Some(cs.seq);
+            if cs.kind == Mode::Full && !early {
                 let listed: HashSet<&SitePath> = cs
                     .ops
                     .iter()

@@ -4,9 +4,9 @@
 //! Kept off the site's port on purpose: that port is public, and figures such as the applied
 //! sequence and request counts are for the volunteer and the newsroom, not for every reader.
 //!
-//! Figures: applied and head sequence and lag (from [`Status`]), bytes received from upstream
-//! and a histogram of the time to apply a changeset (counted here, by the client and the
-//! engine), and what the HTTP server answered (responses by status, body bytes, hot-cache hits
+//! Figures: applied and head sequence and lag (from [`Status`]), bytes received from upstream,
+//! a histogram of the time to apply a changeset and the files a full resync published ahead
+//! of its end (counted here, by the client and the engine), and what the HTTP server answered (responses by status, body bytes, hot-cache hits
 //! and misses, from `tamizdat_serve::ServeStats`).
 
 use crate::status::Status;
@@ -33,6 +33,8 @@ pub struct Metrics {
     /// Seconds from receiving a whole changeset to its durable publish (stage, verify,
     /// rename, fsync, record).
     pub apply_seconds: Histogram,
+    /// Files a full resync into an empty mirror published before its end.
+    pub published_early: Counter,
 }
 
 impl Default for Metrics {
@@ -42,6 +44,7 @@ impl Default for Metrics {
             changesets_applied: Counter::default(),
             // 0.5 ms to about 16 s.
             apply_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            published_early: Counter::default(),
         }
     }
 }
@@ -150,6 +153,11 @@ pub fn registry(status: Arc<Status>, site: Arc<Site>) -> Registry {
         "apply_seconds",
         "Seconds to publish a received changeset durably (stage, verify, rename, fsync, record).",
         m.apply_seconds.clone(),
+    );
+    reg.register(
+        "files_published_early",
+        "Files a full resync into an empty mirror renamed into place before its end.",
+        m.published_early.clone(),
     );
     reg.register_collector(Box::new(Live { status, site }));
     reg

@@ -154,6 +154,15 @@ impl Store {
         Ok(p.and_then(|p| SitePath::new(p).ok()))
     }
 
+    /// True when no file is recorded at all (a new mirror, or one reset for a full resync).
+    pub fn holds_nothing(&self) -> Result<bool> {
+        let any: Option<i64> = self
+            .conn
+            .query_row("SELECT 1 FROM files LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        Ok(any.is_none())
+    }
+
     /// Every path held, in order.
     pub fn paths(&self) -> Result<Vec<SitePath>> {
         let mut st = self.conn.prepare("SELECT path FROM files ORDER BY path")?;
@@ -266,7 +275,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records files found already in place (a full resync), without a new sequence.
+    /// Records files that are in place, without a new sequence: those a full resync found
+    /// already there, and those it published ahead of its end.
     pub fn adopt(&mut self, ops: &[Op]) -> Result<()> {
         if ops.is_empty() {
             return Ok(());

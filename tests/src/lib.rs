@@ -763,6 +763,63 @@ pub fn dropped(s: &mut std::net::TcpStream) -> bool {
     }
 }
 
+/// Reads files from a mirror's tree, from disk directly, over and over on a thread, and keeps
+/// every read that is not one of the versions allowed for that path (a torn file).
+pub struct TornWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, Vec<(String, usize)>)>,
+}
+
+impl TornWatch {
+    /// Watches each `(path under root, allowed versions)`; a missing file is not torn.
+    pub fn start(root: &Path, files: Vec<(String, Vec<Vec<u8>>)>) -> TornWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (flag, root) = (stop.clone(), root.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let (mut reads, mut torn) = (0u64, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                for (rel, ok) in &files {
+                    if let Ok(b) = std::fs::read(root.join(rel)) {
+                        reads += 1;
+                        if !ok.contains(&b) {
+                            torn.push((rel.clone(), b.len()));
+                        }
+                    }
+                }
+            }
+            (reads, torn)
+        });
+        TornWatch { stop, thread }
+    }
+
+    /// Stops reading; panics if nothing was ever read or anything torn was.
+    pub fn assert_none_torn(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (reads, torn) = self.thread.join().expect("reader thread");
+        assert!(reads > 0, "the reader never found a file");
+        assert!(
+            torn.is_empty(),
+            "torn files seen: {:?}",
+            &torn[..torn.len().min(5)]
+        );
+    }
+}
+
+/// SIGKILLs and restarts `m` up to `times` times, at moments spread over its work: the n-th
+/// kill comes `first + n * step` after the previous start.
+pub fn kill_repeatedly(m: &mut Mirror, times: u64, first: Duration, step: Duration) {
+    let start = Instant::now();
+    for n in 0..times {
+        if start.elapsed() > TIMEOUT {
+            break;
+        }
+        std::thread::sleep(first + step * n as u32);
+        m.proc.kill();
+        m.restart();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

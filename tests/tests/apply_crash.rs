@@ -1,11 +1,8 @@
 //! A mirror SIGKILLed again and again while it applies a 200-file changeset never serves a
 //! torn file, and converges.
 
-use std::collections::HashSet;
 use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tamizdat_tests::*;
 
 #[test]
@@ -39,50 +36,21 @@ fn repeated_sigkill_mid_apply_never_tears_a_file() {
     }
 
     // Readers check every file they read, from disk directly, is a complete old or new version.
-    let valid: Arc<Vec<HashSet<Vec<u8>>>> = Arc::new(
+    let watch = TornWatch::start(
+        &m.root,
         (0..n)
-            .map(|i| [old(i), new(i)].into_iter().collect())
+            .map(|i| (format!("p/{i}.html"), vec![old(i), new(i)]))
             .collect(),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let torn = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let (valid, stop, torn, root) = (valid.clone(), stop.clone(), torn.clone(), m.root.clone());
-        std::thread::spawn(move || {
-            let mut reads = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for i in 0..n {
-                    if let Ok(b) = fs::read(root.join(format!("p/{i}.html"))) {
-                        reads += 1;
-                        if !valid[i as usize].contains(&b) {
-                            torn.lock().unwrap().push((i, b.len()));
-                        }
-                    }
-                }
-            }
-            reads
-        })
-    };
-
     // Kill it at varied moments while it fetches and applies.
-    let mut kills = 0;
-    let start = Instant::now();
-    while kills < 8 && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(5 + kills * 17));
-        m.proc.kill();
-        kills += 1;
-        m.restart();
-    }
-    converge(&src, &[&m], Duration::from_secs(60));
-    stop.store(true, Ordering::Relaxed);
-    let reads = reader.join().unwrap();
-    assert!(reads > 0);
-    let torn = torn.lock().unwrap();
-    assert!(
-        torn.is_empty(),
-        "torn files seen: {:?}",
-        &torn[..torn.len().min(5)]
+    kill_repeatedly(
+        &mut m,
+        8,
+        Duration::from_millis(5),
+        Duration::from_millis(17),
     );
+    converge(&src, &[&m], Duration::from_secs(60));
+    watch.assert_none_torn();
     // Served over HTTP too, with the new bytes.
     let (code, _, body) = m.get("p/7.html");
     assert_eq!((code, body), (200, new(7)));

@@ -446,6 +446,42 @@ async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
         assert_eq!(got.as_ref().map(|g| g.0), Some(want), "{what}: {got:?}");
     }
 
+    // Full-resync manifests no tree can match, properly signed: refused before anything is
+    // fetched or placed (a fresh mirror publishes a resync's files as they arrive).
+    let manifests = [
+        (
+            "a path listed twice",
+            vec![put("a.html", &evil), put("a.html", b"other")],
+            "twice",
+        ),
+        (
+            "a file that is also a directory",
+            vec![put("news", &evil), put("news/today.html", &evil)],
+            "as a file and as a directory",
+        ),
+        (
+            "a delete",
+            vec![
+                put("a.html", &evil),
+                Op::Delete {
+                    path: SitePath::new("index.html").unwrap(),
+                },
+            ],
+            "a delete or a move",
+        ),
+    ];
+    for (what, ops, says) in manifests {
+        let (mut ws, _) = accept(&l).await;
+        ws.send(welcome(2, Mode::Full)).await.unwrap();
+        let _ = ws.send(frame(&changeset(2, 0, Mode::Full, ops))).await;
+        let got = error_from(&mut ws).await;
+        assert!(
+            got.as_ref()
+                .is_some_and(|g| g.0 == ErrorCode::Protocol && g.1.contains(says)),
+            "{what}: {got:?}"
+        );
+    }
+
     // A blob whose bytes do not match the hash it was asked for.
     let other = Blob {
         hash: ContentHash::of(&evil),
