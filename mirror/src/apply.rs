@@ -216,6 +216,8 @@ pub struct Engine {
     out: mpsc::UnboundedSender<Output>,
     conn: Option<Conn>,
     policy: Policy,
+    /// Publishing a fresh mirror's full resync in batches, while it lasts.
+    early: Option<Early>,
 }
 
 impl Engine {
@@ -239,6 +241,7 @@ impl Engine {
             out,
             conn: None,
             policy,
+            early: None,
         };
         e.recover()?;
         e.stage.clean()?;
@@ -271,6 +274,7 @@ impl Engine {
                 }
             }
         }
+        self.drop_conn();
     }
 
     /// Checks upstream's site key against the one trusted (following signed rotations), and
@@ -357,6 +361,10 @@ impl Engine {
 
     /// Forgets a connection's work in progress (what is applied stays applied).
     fn drop_conn(&mut self) {
+        // Batches already handed over are placed and recorded: the next resync keeps them.
+        if let Err(e) = self.finish_early() {
+            tracing::warn!(cause = %e, "publishing part of a full resync failed");
+        }
         if let Some(conn) = self.conn.take() {
             for h in &conn.pushed {
                 self.stage.discard(h);
@@ -595,6 +603,8 @@ impl Engine {
             if !conn.wanted.is_empty() && self.waits_on_wanted() {
                 return self.publish_early();
             }
+            // Its early batches are all in place and recorded before its end is planned.
+            self.finish_early()?;
             let cs = self
                 .conn
                 .as_mut()
@@ -639,10 +649,11 @@ impl Engine {
         conn.front.as_ref().is_some_and(|f| !f.waiting.is_empty())
     }
 
-    /// While a full resync into an empty mirror still waits for bytes, renames a batch of the
-    /// files that are here into place and records them (not the sequence: that, and the ack,
-    /// wait for the end). Killed in the middle, the next start finds them recorded, or in
-    /// place with the right hash, and keeps them.
+    /// While a full resync into an empty mirror still waits for bytes, hands a batch of the
+    /// files that are here to the early publisher ([`Early`]), which renames them into place
+    /// and records them (not the sequence: that, and the ack, wait for the end) while this
+    /// thread goes on receiving. Killed in the middle, the next start finds them recorded,
+    /// or in place with the right hash, and keeps them.
     fn publish_early(&mut self) -> Result<(), EngineError> {
         let conn = self.conn.as_mut().expect("connected");
         let (Some(front), Some(cs)) = (conn.front.as_mut(), conn.queue.front()) else {
@@ -660,19 +671,73 @@ impl Engine {
             .map(|i| cs.ops[i as usize].clone())
             .filter(|op| matches!(op, Op::Put { hash, .. } if self.stage.has(hash)))
             .collect();
-        let seq = cs.seq;
-        let t = std::time::Instant::now();
-        let sources = self.stage.prepare(&ops, |_| None)?;
-        self.execute(&ops, &sources)?.sync(&self.root)?;
-        self.store.adopt(&ops)?;
-        self.status.metrics.published_early.inc_by(ops.len() as u64);
-        debug!(
-            seq,
-            files = ops.len(),
-            us = t.elapsed().as_micros() as u64,
-            "published part of a full resync"
-        );
+        if self.early.is_none() {
+            self.early = Some(Early::start(self)?);
+        }
+        let early = self.early.as_mut().expect("started");
+        if early.tx.send(ops).is_err() {
+            // It stopped on an error: that is the error of this resync.
+            return self.finish_early();
+        }
         Ok(())
+    }
+
+    /// Waits for the early publisher to place every batch it was given.
+    fn finish_early(&mut self) -> Result<(), EngineError> {
+        match self.early.take() {
+            Some(early) => early.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The thread that publishes a fresh mirror's full resync in batches while the engine goes on
+/// receiving: publishing (prepare, rename, directory fsync, record) took as long as receiving
+/// and staging the same files, and on one thread the two took turns. It has its own handles
+/// on the staging directory and the state database; the engine waits for it
+/// ([`Engine::finish_early`]) before it plans the resync's end, and when the connection ends.
+struct Early {
+    tx: std::sync::mpsc::SyncSender<Vec<Op>>,
+    thread: std::thread::JoinHandle<Result<(), EngineError>>,
+}
+
+impl Early {
+    fn start(e: &Engine) -> Result<Early, EngineError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Op>>(2);
+        let stage = e.stage.sibling();
+        let mut store = e.store.reopen()?;
+        let (root, site, rt, status) = (
+            e.root.clone(),
+            e.site.clone(),
+            e.rt.clone(),
+            e.status.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("early-publish".into())
+            .spawn(move || {
+                for ops in rx {
+                    let t = std::time::Instant::now();
+                    let sources = stage.prepare(&ops, |_| None)?;
+                    execute(&root, &site, &rt, &ops, &sources)?.sync(&root)?;
+                    store.adopt(&ops)?;
+                    status.metrics.published_early.inc_by(ops.len() as u64);
+                    debug!(
+                        files = ops.len(),
+                        us = t.elapsed().as_micros() as u64,
+                        "published part of a full resync"
+                    );
+                }
+                Ok(())
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the early publisher: {e}"))?;
+        Ok(Early { tx, thread })
+    }
+
+    fn finish(self) -> Result<(), EngineError> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the early publisher panicked"))?
     }
 }
 
@@ -943,67 +1008,7 @@ impl Engine {
 
     /// Carries out the ops under the publish gate; returns the directories to fsync.
     fn execute(&self, ops: &[Op], sources: &[Option<PathBuf>]) -> Result<Dirs, EngineError> {
-        // A large changeset (a full resync, a long catch-up) empties the server's caches
-        // instead of naming every path: a list of 100,000 paths, and the set the server builds
-        // from it, were the largest allocations of a 100k-file full resync (heaptrack).
-        let changed: Vec<String> = if ops.len() > INVALIDATE_EACH {
-            vec![String::new()]
-        } else {
-            ops.iter()
-                .flat_map(|op| match op {
-                    Op::Move { from, to } => vec![from.to_string(), to.to_string()],
-                    other => vec![other.path().to_string()],
-                })
-                .collect()
-        };
-        let root = &self.root;
-        let mut dirs: HashSet<PathBuf> = HashSet::new();
-        let mut ancestors = fsops::Ancestors::default();
-        let gate = self.rt.block_on(self.site.publish(changed));
-        for (op, src) in ops.iter().zip(sources) {
-            match op {
-                Op::Put { path, hash, .. } => {
-                    let Some(src) = src else { continue };
-                    let full = ancestors.prepare_parent(root, path)?;
-                    if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
-                        fsops::remove_any(&full)?;
-                        ancestors.forget();
-                    }
-                    std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
-                    let _ = self.site.set_hash(path.as_str(), &hash.to_hex());
-                    dirs.insert(full.parent().unwrap_or(root).to_path_buf());
-                }
-                Op::Delete { path } => {
-                    // It may prune directories the next put would take as checked.
-                    ancestors.forget();
-                    if let Some(full) = fsops::existing(root, path)? {
-                        if fsops::remove_any(&full)? {
-                            fsops::prune_empty_parents(root, &full);
-                            dirs.insert(full.parent().unwrap_or(root).to_path_buf());
-                        }
-                    }
-                }
-                Op::Move { from, to } => {
-                    ancestors.forget();
-                    let Some(src) = fsops::existing(root, from)?.filter(|p| p.exists()) else {
-                        if fsops::existing(root, to)?.is_some_and(|p| p.exists()) {
-                            continue; // done before a crash
-                        }
-                        return Err(FsError::Missing(from.clone()).into());
-                    };
-                    let dst = fsops::prepare_parent(root, to)?;
-                    if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir()) {
-                        fsops::remove_any(&dst)?;
-                    }
-                    std::fs::rename(&src, &dst).map_err(|e| FsError::io("rename", &dst, e))?;
-                    fsops::prune_empty_parents(root, &src);
-                    dirs.insert(src.parent().unwrap_or(root).to_path_buf());
-                    dirs.insert(dst.parent().unwrap_or(root).to_path_buf());
-                }
-            }
-        }
-        drop(gate);
-        Ok(Dirs(dirs))
+        execute(&self.root, &self.site, &self.rt, ops, sources)
     }
 
     /// Finishes a changeset that was being renamed into place when the mirror stopped.
@@ -1034,4 +1039,74 @@ impl Engine {
         self.store.commit(seq, site, &cs.ops, &proof.next)?;
         Ok(())
     }
+}
+
+/// Carries out `ops` in `root` under `site`'s publish gate; returns the directories to fsync.
+fn execute(
+    root: &Path,
+    site: &Site,
+    rt: &tokio::runtime::Handle,
+    ops: &[Op],
+    sources: &[Option<PathBuf>],
+) -> Result<Dirs, EngineError> {
+    // A large changeset (a full resync, a long catch-up) empties the server's caches
+    // instead of naming every path: a list of 100,000 paths, and the set the server builds
+    // from it, were the largest allocations of a 100k-file full resync (heaptrack).
+    let changed: Vec<String> = if ops.len() > INVALIDATE_EACH {
+        vec![String::new()]
+    } else {
+        ops.iter()
+            .flat_map(|op| match op {
+                Op::Move { from, to } => vec![from.to_string(), to.to_string()],
+                other => vec![other.path().to_string()],
+            })
+            .collect()
+    };
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    let mut ancestors = fsops::Ancestors::default();
+    let gate = rt.block_on(site.publish(changed));
+    for (op, src) in ops.iter().zip(sources) {
+        match op {
+            Op::Put { path, hash, .. } => {
+                let Some(src) = src else { continue };
+                let full = ancestors.prepare_parent(root, path)?;
+                if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                    fsops::remove_any(&full)?;
+                    ancestors.forget();
+                }
+                std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
+                let _ = site.set_hash(path.as_str(), &hash.to_hex());
+                dirs.insert(full.parent().unwrap_or(root).to_path_buf());
+            }
+            Op::Delete { path } => {
+                // It may prune directories the next put would take as checked.
+                ancestors.forget();
+                if let Some(full) = fsops::existing(root, path)? {
+                    if fsops::remove_any(&full)? {
+                        fsops::prune_empty_parents(root, &full);
+                        dirs.insert(full.parent().unwrap_or(root).to_path_buf());
+                    }
+                }
+            }
+            Op::Move { from, to } => {
+                ancestors.forget();
+                let Some(src) = fsops::existing(root, from)?.filter(|p| p.exists()) else {
+                    if fsops::existing(root, to)?.is_some_and(|p| p.exists()) {
+                        continue; // done before a crash
+                    }
+                    return Err(FsError::Missing(from.clone()).into());
+                };
+                let dst = fsops::prepare_parent(root, to)?;
+                if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir()) {
+                    fsops::remove_any(&dst)?;
+                }
+                std::fs::rename(&src, &dst).map_err(|e| FsError::io("rename", &dst, e))?;
+                fsops::prune_empty_parents(root, &src);
+                dirs.insert(src.parent().unwrap_or(root).to_path_buf());
+                dirs.insert(dst.parent().unwrap_or(root).to_path_buf());
+            }
+        }
+    }
+    drop(gate);
+    Ok(Dirs(dirs))
 }

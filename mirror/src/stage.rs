@@ -88,6 +88,15 @@ impl Stage {
         self.dir.join(format!("put-{i}"))
     }
 
+    /// A second handle on the same staging directory, for the thread that publishes a full
+    /// resync's early batches (it prepares only files the engine has finished staging).
+    pub fn sibling(&self) -> Stage {
+        Stage {
+            dir: self.dir.clone(),
+            partials: HashMap::new(),
+        }
+    }
+
     pub fn has(&self, hash: &ContentHash) -> bool {
         self.verified(hash).exists()
     }

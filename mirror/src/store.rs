@@ -154,6 +154,15 @@ impl Store {
         Ok(p.and_then(|p| SitePath::new(p).ok()))
     }
 
+    /// A second connection to the same database (WAL: it sees what this one committed).
+    pub fn reopen(&self) -> Result<Store> {
+        let path = self.conn.path().context("the state database has no path")?;
+        let state = Path::new(path)
+            .parent()
+            .context("the state database has no directory")?;
+        Store::open(state)
+    }
+
     /// True when no file is recorded at all (a new mirror, or one reset for a full resync).
     pub fn holds_nothing(&self) -> Result<bool> {
         let any: Option<i64> = self

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""A/B of a fresh mirror's full resync: one distributor (from the first binary directory)
+over WORK/site, then, ROUNDS times, one new mirror per binary directory in turn, each into an
+empty root, timed from its start until the distributor shows it acked at the head. Prints each
+time, the CPU the mirror used and the distributor's CPU so far, then the medians.
+
+Usage: benches/ab-resync.py ROUNDS WORK BINDIR [BINDIR...]
+  WORK/site is the tree (e.g. `tamizdat-bench gen WORK/site --articles 100000 --media 12
+  --media-max 52428800`); each mirror's root and state stay under WORK (removing 100k-file
+  trees right before a run slows ext4's inode allocation for minutes: see benches/README.md).
+Needs ports 7400 and 7401 free."""
+import json, os, subprocess, sys, time, urllib.request
+rounds, W, dirs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+dist_bin = dirs[0] + "/tamizdat-distributor"
+log = open(f"{W}/dist.log", "w")
+st = f"{W}/dist-state"
+d = subprocess.Popen([dist_bin, "serve", "--root", f"{W}/site", "--state", st,
+                      "--listen", "127.0.0.1:7400", "--admin", "127.0.0.1:7401",
+                      "--public-url", "ws://127.0.0.1:7400"], stdout=log, stderr=log)
+def status():
+    return json.load(urllib.request.urlopen("http://127.0.0.1:7401/v1/status", timeout=5))
+for _ in range(600):
+    try:
+        status(); break
+    except Exception:
+        time.sleep(0.2)
+time.sleep(5)
+res = {x: [] for x in dirs}
+try:
+    k = int(time.time())
+    for r in range(rounds):
+        for x in dirs:
+            k += 1
+            name = f"m{k}"
+            tok = subprocess.check_output([dist_bin, "mirror", "add", name, "--state", st], text=True).split()[-1]
+            subprocess.run(["sync"]); time.sleep(3)
+            mlog = open(f"{W}/{name}.log", "w")
+            t0 = time.time()
+            m = subprocess.Popen([x + "/tamizdat-mirror", "run", "--join", tok, "--root", f"{W}/roots/{name}",
+                                  "--state", f"{W}/states/{name}", "--listen", "127.0.0.1:0"], stdout=mlog, stderr=mlog)
+            while True:
+                s = status()
+                mm = [q for q in s["mirrors"] if q["name"] == name]
+                if mm and mm[0].get("acked_seq") == s["head_seq"] and mm[0].get("connected"):
+                    break
+                time.sleep(0.05)
+            dt = time.time() - t0
+            def cpu(pid):
+                f = open(f"/proc/{pid}/stat").read().rsplit(")",1)[1].split()
+                return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            print(f"   mirror cpu {cpu(m.pid):.2f} s, distributor cpu so far {cpu(d.pid):.2f} s", flush=True)
+            m.kill(); m.wait()
+            res[x].append(dt)
+            print(f"{x} {name} {dt:.2f} s", flush=True)
+finally:
+    d.kill()
+for x, v in res.items():
+    print(x, " ".join(f"{t:.2f}" for t in v), "median", sorted(v)[len(v)//2])
