@@ -5,6 +5,9 @@ empty root, timed from its start until the distributor shows it acked at the hea
 time, the CPU the mirror used and the distributor's CPU so far, then the medians.
 
 Usage: benches/ab-resync.py ROUNDS WORK BINDIR [BINDIR...]
+  With EDIT_EVERY_MS=N in the environment, a thread rewrites a random article page of the
+  tree (temp file, then rename) every N ms while each resync runs, as a busy newsroom would;
+  the resync is done when the mirror has caught up with those edits too.
   WORK/site is the tree (e.g. `tamizdat-bench gen WORK/site --articles 100000 --media 12
   --media-max 52428800`); each mirror's root and state stay under WORK (removing 100k-file
   trees right before a run slows ext4's inode allocation for minutes: see benches/README.md).
@@ -26,6 +29,10 @@ for _ in range(600):
         time.sleep(0.2)
 time.sleep(5)
 res = {x: [] for x in dirs}
+edit_every = float(os.environ.get("EDIT_EVERY_MS", "0")) / 1000
+if edit_every:
+    import glob, random, threading
+    edit_pages = glob.glob(f"{W}/site/20*/*/*/index.html")[:5000]
 try:
     k = int(time.time())
     for r in range(rounds):
@@ -35,6 +42,21 @@ try:
             tok = subprocess.check_output([dist_bin, "mirror", "add", name, "--state", st], text=True).split()[-1]
             subprocess.run(["sync"]); time.sleep(3)
             mlog = open(f"{W}/{name}.log", "w")
+            if edit_every:
+                stop, edits = threading.Event(), []
+                def edit():
+                    n = 0
+                    while not stop.is_set():
+                        p = random.choice(edit_pages)
+                        tmp = os.path.join(os.path.dirname(p), f".tmp-edit{n}")
+                        with open(tmp, "w") as f:
+                            f.write(f"<html>edit {n} at {time.time()}</html>")
+                        os.rename(tmp, p)
+                        n += 1
+                        time.sleep(edit_every)
+                    edits.append(n)
+                editor = threading.Thread(target=edit)
+                editor.start()
             t0 = time.time()
             m = subprocess.Popen([x + "/tamizdat-mirror", "run", "--join", tok, "--root", f"{W}/roots/{name}",
                                   "--state", f"{W}/states/{name}", "--listen", "127.0.0.1:0"], stdout=mlog, stderr=mlog)
@@ -45,6 +67,10 @@ try:
                     break
                 time.sleep(0.05)
             dt = time.time() - t0
+            if edit_every:
+                stop.set()
+                editor.join()
+                print(f"   {edits[0]} edits made during it", flush=True)
             def cpu(pid):
                 f = open(f"/proc/{pid}/stat").read().rsplit(")",1)[1].split()
                 return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")

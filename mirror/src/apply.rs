@@ -484,7 +484,7 @@ impl Engine {
             }
             debug!(seq = cs.seq, ops = cs.ops.len(), kind = ?cs.kind, "changeset received");
             conn.queue.push_back(cs);
-            self.request_missing()?;
+            self.request_missing(true)?;
             self.try_apply()?;
         }
         Ok(())
@@ -547,12 +547,21 @@ impl Engine {
     }
 
     /// Asks for every hash a queued changeset needs that is not here, not asked for yet, and
-    /// not gone.
-    fn request_missing(&mut self) -> Result<(), EngineError> {
+    /// not gone; with `newest_only`, only for the changeset just queued. The ones before it
+    /// were looked at when they arrived, and what they need that has gone missing since
+    /// (a file they would copy from was replaced) is found by `plan`, which asks again for the
+    /// whole queue: a live edit queued behind a 100,000-file full resync costs its own ops,
+    /// not another 100,000 lookups.
+    fn request_missing(&mut self, newest_only: bool) -> Result<(), EngineError> {
         let mut need: Vec<(ContentHash, u64)> = Vec::new();
         let mut seen = HashSet::new();
         let conn = self.conn.as_ref().expect("connected");
-        for cs in &conn.queue {
+        let skip = if newest_only {
+            conn.queue.len().saturating_sub(1)
+        } else {
+            0
+        };
+        for cs in conn.queue.iter().skip(skip) {
             for op in &cs.ops {
                 if let Op::Put {
                     path, hash, size, ..
@@ -616,7 +625,7 @@ impl Engine {
             let plan = self.plan(cs)?;
             let Some(plan) = plan else {
                 // Something it needs went missing since it was asked for: ask again.
-                self.request_missing()?;
+                self.request_missing(false)?;
                 return Ok(());
             };
             self.publish(plan, site)?;
