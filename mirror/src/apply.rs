@@ -147,7 +147,7 @@ struct Conn {
     /// What the front changeset still waits for, and what of it has arrived.
     front: Option<Front>,
     /// The full resync that may publish its files as their bytes arrive ([`EARLY_BATCH`]).
-    early: Option<u64>,
+    early_seq: Option<u64>,
     /// Blobs pushed ahead of the changeset that needs them, and their bytes.
     pushed: HashSet<ContentHash>,
     pushed_bytes: u64,
@@ -315,7 +315,7 @@ impl Engine {
             pushed: HashSet::new(),
             pushed_bytes: 0,
             front: None,
-            early: None,
+            early_seq: None,
         });
         Ok(())
     }
@@ -466,7 +466,7 @@ impl Engine {
                     && self.store.holds_nothing()?
                     && root_is_fresh(&self.root)?
                 {
-                    conn.early = Some(cs.seq);
+                    conn.early_seq = Some(cs.seq);
                 }
             }
             conn.last_queued = cs.seq;
@@ -668,7 +668,7 @@ impl Engine {
         let (Some(front), Some(cs)) = (conn.front.as_mut(), conn.queue.front()) else {
             return Ok(());
         };
-        if conn.early != Some(cs.seq)
+        if conn.early_seq != Some(cs.seq)
             || front.seq != cs.seq
             || front.ready.len() < early_batch(cs.ops.len())
         {
@@ -923,7 +923,7 @@ impl Engine {
             }
             // A full resync that began in a fresh root (see `publish_early`) has nothing extra
             // to look for: only it has written there since.
-            let early = self.conn.as_ref().expect("connected").early == Some(cs.seq);
+            let early = self.conn.as_ref().expect("connected").early_seq == Some(cs.seq);
             if cs.kind == Mode::Full && !early {
                 let listed: HashSet<&SitePath> = cs
                     .ops
@@ -985,7 +985,7 @@ impl Engine {
             }));
             self.store.set_pending(plan.seq, site, &frame)?;
         }
-        let dirs = self.execute(&plan.exec, &sources)?;
+        let dirs = execute(&self.root, &self.site, &self.rt, &plan.exec, &sources)?;
         // The renames' directories and the state database flush at the same time; both are
         // durable before the ack.
         let (synced, committed) = std::thread::scope(|s| {
@@ -1015,11 +1015,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Carries out the ops under the publish gate; returns the directories to fsync.
-    fn execute(&self, ops: &[Op], sources: &[Option<PathBuf>]) -> Result<Dirs, EngineError> {
-        execute(&self.root, &self.site, &self.rt, ops, sources)
-    }
-
     /// Finishes a changeset that was being renamed into place when the mirror stopped.
     fn recover(&mut self) -> Result<()> {
         let Some((seq, site, frame)) = self.store.pending()? else {
@@ -1034,8 +1029,7 @@ impl Engine {
             "finishing a changeset interrupted by a stop"
         );
         let sources = self.stage.recovered_sources(&cs.ops);
-        match self
-            .execute(&cs.ops, &sources)
+        match execute(&self.root, &self.site, &self.rt, &cs.ops, &sources)
             .and_then(|d| d.sync(&self.root).map_err(Into::into))
         {
             Ok(()) => {}

@@ -6,8 +6,9 @@
 //!
 //! Figures: applied and head sequence and lag (from [`Status`]), bytes received from upstream,
 //! a histogram of the time to apply a changeset and the files a full resync published ahead
-//! of its end (counted here, by the client and the engine), and what the HTTP server answered (responses by status, body bytes, hot-cache hits
-//! and misses, from `tamizdat_serve::ServeStats`).
+//! of its end (counted here, by the client and the engine), and what the HTTP server
+//! answered (responses by status, body bytes, hot-cache hits and misses, from
+//! `tamizdat_serve::ServeStats`).
 
 use crate::status::Status;
 use http_body_util::Full;

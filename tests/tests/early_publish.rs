@@ -32,6 +32,13 @@ fn published_early(m: &Mirror) -> f64 {
         .value("tamizdat_mirror_files_published_early_total", &[])
 }
 
+/// Waits until the mirror has applied the distributor's head sequence (the resync's end).
+fn wait_for_head(m: &Mirror, d: &Distributor) {
+    wait_for("the resync's sequence applied", || {
+        m.health()["applied_seq"] == d.status()["head_seq"]
+    });
+}
+
 #[test]
 fn empty_mirror_publishes_a_full_resync_as_it_arrives() {
     let tmp = tempfile::tempdir().unwrap();
@@ -42,9 +49,7 @@ fn empty_mirror_publishes_a_full_resync_as_it_arrives() {
     let t = d.add_mirror("fresh");
     let m = Mirror::start(tmp.path(), "fresh", &t, &METRICS);
     converge(&src, &[&m], Duration::from_secs(60));
-    wait_for("the resync's sequence applied", || {
-        m.health()["applied_seq"] == d.status()["head_seq"]
-    });
+    wait_for_head(&m, &d);
     let early = published_early(&m);
     // Batches of an eighth of the manifest: all but the files of the last one or two went
     // ahead of the end, never more files than the manifest has.
@@ -91,8 +96,6 @@ fn repeated_sigkill_during_a_first_resync_never_tears_a_file() {
     );
     converge(&src, &[&m], Duration::from_secs(60));
     watch.assert_none_torn();
-    wait_for("the resync's sequence applied", || {
-        m.health()["applied_seq"] == d.status()["head_seq"]
-    });
+    wait_for_head(&m, &d);
     assert_eq!(m.get("copies/9.html").2, content(9));
 }
