@@ -25,9 +25,14 @@ pub struct HealthReport {
 }
 
 impl HealthReport {
-    /// Fresh: connected and no further behind than `threshold_seconds`.
+    /// Fresh: connected, no further behind than `threshold_seconds`, and holding the site.
+    ///
+    /// A mirror that has applied nothing while its upstream has changes is doing its first
+    /// sync: its root is empty or partial, so it is not fresh however recent that news is
+    /// (its lag counts from when it heard of them, which for a new mirror is a moment ago).
     pub fn is_fresh(&self, threshold_seconds: f64) -> bool {
-        self.connected && self.lag_seconds <= threshold_seconds
+        let holds_site = self.applied_seq > 0 || self.head_seq == 0;
+        self.connected && holds_site && self.lag_seconds <= threshold_seconds
     }
 }
 
@@ -37,5 +42,31 @@ where
 {
     fn health(&self) -> HealthReport {
         self()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HealthReport;
+
+    fn report(applied_seq: u64, head_seq: u64, lag_seconds: f64, connected: bool) -> HealthReport {
+        HealthReport {
+            applied_seq,
+            head_seq,
+            lag_seconds,
+            connected,
+        }
+    }
+
+    #[test]
+    fn fresh_only_when_connected_within_the_lag_and_holding_the_site() {
+        assert!(report(5, 5, 0.0, true).is_fresh(60.0));
+        assert!(report(4, 5, 59.0, true).is_fresh(60.0));
+        assert!(!report(4, 5, 61.0, true).is_fresh(60.0));
+        assert!(!report(5, 5, 0.0, false).is_fresh(60.0));
+        // A first sync under way: nothing applied yet, news a moment old.
+        assert!(!report(0, 1, 0.5, true).is_fresh(60.0));
+        // An upstream with nothing published yet: nothing to hold.
+        assert!(report(0, 0, 0.0, true).is_fresh(60.0));
     }
 }

@@ -365,4 +365,11 @@ async fn health_endpoint_flips() {
     assert_eq!((h.status, h.body.len()), (503, 0));
     s.health.connected.store(true, Ordering::SeqCst);
     assert_eq!(s.get("/.well-known/tamizdat/health").await.status, 200);
+
+    // A first sync: nothing applied yet, connected, the news only just heard of.
+    s.health.applied.store(0, Ordering::SeqCst);
+    s.health.lag_ms.store(0, Ordering::SeqCst);
+    assert_eq!(s.get("/.well-known/tamizdat/health").await.status, 503);
+    s.health.applied.store(42, Ordering::SeqCst);
+    assert_eq!(s.get("/.well-known/tamizdat/health").await.status, 200);
 }
