@@ -65,7 +65,7 @@ struct Run {
     /// Most HTTP connections served at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
-    /// HTTP server threads (default: one per core).
+    /// HTTP server threads (default: one per core but one, at least one; see the README).
     #[arg(long, env = "TAMIZDAT_HTTP_THREADS")]
     http_threads: Option<usize>,
     /// Seconds a client has to send a request's headers (slow clients are dropped).
@@ -110,6 +110,16 @@ struct Run {
     /// on loopback or a management network: the --listen port is public, this one need not be.
     #[arg(long, env = "TAMIZDAT_METRICS")]
     metrics: Option<SocketAddr>,
+}
+
+/// One HTTP thread per core but one, and at least one. The core left over keeps the engine
+/// (receiving, verifying, staging, publishing) and whatever else shares the machine from
+/// waiting behind request handling. On 2 cores with the load generator on the same machine, 1
+/// thread beat 2 on p99 latency for small pages by 2-4x at about the same requests/s, and still
+/// cleared nginx's 5 MB rate (`benches/ab-http-threads.py`, BENCHMARKS.md). One thread answers
+/// more than 100,000 small pages a second, far beyond a volunteer's uplink.
+fn default_http_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 fn main() -> ExitCode {
@@ -198,9 +208,7 @@ async fn run(r: Run) -> Result<()> {
         root: r.root,
         state: r.state,
         serve,
-        http_threads: r
-            .http_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        http_threads: r.http_threads.unwrap_or_else(default_http_threads),
         client: ClientOptions {
             max_frame: r.max_frame,
             backoff_max: Duration::from_secs_f64(r.max_backoff),
