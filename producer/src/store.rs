@@ -118,6 +118,9 @@ pub fn open(state_dir: &Path) -> rusqlite::Result<Connection> {
     // 32 MiB of page cache instead of 2 MiB: a publish reads the same listing pages and
     // overflow pages (bodies) again and again.
     conn.pragma_update(None, "cache_size", -32_768)?;
+    // A publish runs a few dozen distinct statements (each listing query comes in ascending
+    // and descending, archive and tag forms): keep them all prepared, not the default 16.
+    conn.set_prepared_statement_cache_capacity(64);
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(rusqlite::Error::InvalidParameterName(format!(
