@@ -81,6 +81,10 @@ pub fn scenario(run: &mut Run, dir: &Path, articles: usize, publishes: usize) ->
     if !with_variants.ok {
         anyhow::bail!("render --all failed: {}", with_variants.stderr_tail);
     }
+    // The rebuilds above left hundreds of MB for the kernel to write back (and Hugo's tree
+    // was just removed): let that finish, so the publishes run on a settled disk as a
+    // newsroom's do, not behind this harness's own writeback.
+    let _ = Command::new("sync").status();
     let mut site = Site::open(SiteOptions::new(out, state)).context("opening the site")?;
     let samples = synthetic::publishes(&mut site, &docs, &spec, publishes)?;
     drop(site);
@@ -223,10 +227,12 @@ fn publish_table(run: &mut Run, label: &str, samples: &[Sample], fsync_p50: f64)
     }
     t.notes = vec![format!(
         "Through `Site::publish`, the code behind `POST /v1/publish`, in the harness's process, on the tree \
-         `render --all` wrote. Each new article (3 random existing tags) is followed by an edit of a random \
-         seeded article (new title); each publish starts once the previous one's variants are in place. \
-         The clock stops when the call returns: the plain files are renamed in and durable (one fsync barrier \
-         for the files and the store's log, then the directories), their old .br/.zst/.gz removed. The \
+         `render --all` wrote, after a `sync` (the rebuilds' writeback done). Each new article (3 random \
+         existing tags) is followed by an edit of a random seeded article (new title); each publish starts \
+         once the previous one's variants are in place. The clock stops when the call returns: the plain \
+         files are renamed in and durable (one barrier for the files and the store's log, then one for the \
+         directories: a `syncfs` each while little else waits for writeback, else an fsync per path), their \
+         old .br/.zst/.gz removed. The \
          variants are then made by a worker thread; \"with variants in place\" is the time until they are \
          durable too. Files written: plain files whose bytes changed (each also gets 3 variants). Target \
          (issue 4): p50 ≤ 5 ms, p99 ≤ 20 ms. This disk's own 20 KB write + fsync + rename + directory fsync \

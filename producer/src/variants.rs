@@ -179,7 +179,7 @@ pub(crate) fn make(
         .iter()
         .flat_map(|t| t.0.iter().map(|(tmp, _)| tmp.as_path()))
         .collect();
-    output::sync_all(&all)?;
+    output::make_durable(&all)?;
 
     let mut installed = Vec::new();
     let mut dirs = BTreeSet::new();
@@ -201,7 +201,7 @@ pub(crate) fn make(
         }
     }
     let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    output::sync_all(&dirs)?;
+    output::make_durable(&dirs)?;
     store::variants_done(conn, &installed)?;
     Ok(installed.len())
 }
