@@ -47,7 +47,11 @@ CREATE TABLE IF NOT EXISTS docs(
     updated_at INTEGER NOT NULL,
     extra TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS docs_order ON docs(kind, published_at, slug);
+-- Every column a listing, a feed's entry list or a sitemap reads (LIST_COLS, KEY_COLS), in
+-- the two orders they are looked up in: such a query reads the index alone, no row.
+CREATE INDEX IF NOT EXISTS docs_list ON docs(kind, published_at, slug, title, format, summary, tags, authors, updated_at, extra);
+CREATE INDEX IF NOT EXISTS docs_slug_list ON docs(slug, kind, title, format, summary, tags, authors, published_at, updated_at, extra);
+DROP INDEX IF EXISTS docs_order;
 CREATE TABLE IF NOT EXISTS doc_tags(
     tag TEXT NOT NULL,
     published_at INTEGER NOT NULL,
@@ -156,6 +160,11 @@ pub fn begin(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
+/// A tag listing's join onto `docs` by slug, through the index that holds every column of
+/// [`LIST_COLS`] and [`KEY_COLS`], so it reads no row (SQLite would pick the primary key's
+/// index, which does not). Rows hold their bodies before those columns: reading `summary`
+/// from a row walks the bodies' overflow pages first.
+const LIST_INDEX: &str = "INDEXED BY docs_slug_list";
 const LIST_COLS: &str = "d.slug, d.kind, d.title, '', d.format, '', d.summary, d.tags, d.authors, d.published_at, d.updated_at, d.extra";
 /// What a sitemap needs (URL and last change): no text, no JSON to parse.
 const KEY_COLS: &str =
@@ -433,7 +442,7 @@ pub fn rank_range(
             None,
         ),
         Listing::Tag(t) => (
-            format!("SELECT {cols} FROM doc_tags t JOIN docs d ON d.slug = t.slug WHERE t.tag = ?4 AND (t.published_at, t.slug) >= (?1, ?2) ORDER BY t.published_at, t.slug LIMIT ?3"),
+            format!("SELECT {cols} FROM doc_tags t JOIN docs d {LIST_INDEX} ON d.slug = t.slug WHERE t.tag = ?4 AND (t.published_at, t.slug) >= (?1, ?2) ORDER BY t.published_at, t.slug LIMIT ?3"),
             Some(t),
         ),
     };
@@ -462,7 +471,7 @@ pub fn newest(
             None,
         ),
         Listing::Tag(t) => (
-            format!("SELECT {cols} FROM doc_tags t JOIN docs d ON d.slug = t.slug WHERE t.tag = ?3 ORDER BY t.published_at DESC, t.slug DESC LIMIT ?1 OFFSET ?2"),
+            format!("SELECT {cols} FROM doc_tags t JOIN docs d {index} ON d.slug = t.slug WHERE t.tag = ?3 ORDER BY t.published_at DESC, t.slug DESC LIMIT ?1 OFFSET ?2", index = if with_body { "" } else { LIST_INDEX }),
             Some(t),
         ),
     };
@@ -594,6 +603,27 @@ mod tests {
             published_at,
             updated_at: published_at,
             extra: Map::new(),
+        }
+    }
+
+    #[test]
+    fn listing_queries_read_the_covering_indexes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(dir.path()).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        for cols in [LIST_COLS, KEY_COLS] {
+            let all = plan(&format!(
+                "SELECT {cols} FROM docs d WHERE d.kind = 'article' AND (d.published_at, d.slug) >= (1, 'a') ORDER BY d.published_at, d.slug LIMIT 20"
+            ));
+            assert!(all.contains("COVERING INDEX docs_list"), "{all}");
+            let tag = plan(&format!(
+                "SELECT {cols} FROM doc_tags t JOIN docs d {LIST_INDEX} ON d.slug = t.slug WHERE t.tag = 'x' ORDER BY t.published_at DESC, t.slug DESC LIMIT 20"
+            ));
+            assert!(tag.contains("COVERING INDEX docs_slug_list"), "{tag}");
         }
     }
 
