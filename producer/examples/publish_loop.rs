@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
     let state = PathBuf::from(args.next().expect(usage));
     let out = PathBuf::from(args.next().expect(usage));
     let n: usize = args.next().expect(usage).parse()?;
-    let docs = synthetic::seeded(&state)?;
+    let docs = synthetic::seeded_keys(&state)?;
     let spec = Spec {
         articles: docs.len(),
         tags: (docs.len() / 100).clamp(10, 1000),
