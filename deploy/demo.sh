@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo network on this machine: builds tamizdat, starts a distributor over a small sample
-# site, enrols two mirrors, prints their URLs, then edits a page and shows it arrive on both.
+# site, enrols two mirrors, prints their URLs, then edits a page and shows it arrive on both,
+# then starts the producer and publishes an article through its hook, as a CMS would, and
+# shows that arrive on both too.
 #
 #   ./deploy/demo.sh            run, then keep the network up until Ctrl-C
 #   ./deploy/demo.sh --once     run, show the edit arriving, stop (used by CI-style checks)
@@ -14,7 +16,7 @@ once=0
 [ "${1:-}" = "--once" ] && once=1
 
 echo "==> building (release)"
-cargo build --release --locked -q -p tamizdat-distributor -p tamizdat-mirror
+cargo build --release --locked -q -p tamizdat-distributor -p tamizdat-mirror -p tamizdat-producer
 bin=target/release
 
 dir=${DEMO_DIR:-$(mktemp -d -t tamizdat-demo.XXXXXX)}
@@ -27,7 +29,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # Starts a program in the background, logging to $dir/NAME.log; waits for the stdout line
-# starting with PREFIX and prints the rest of it (the address it bound).
+# starting with PREFIX and sets $started to the rest of it (the address it bound). Called
+# directly, not in $(...): a subshell would keep the PID from cleanup.
 start() {
   local name=$1 prefix=$2; shift 2
   "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
@@ -35,10 +38,21 @@ start() {
   for _ in $(seq 1 600); do
     local line
     line=$(grep -m1 "^$prefix" "$dir/$name.out" 2>/dev/null || true)
-    if [ -n "$line" ]; then echo "${line#"$prefix" }"; return; fi
+    if [ -n "$line" ]; then started=${line#"$prefix" }; return; fi
     sleep 0.05
   done
   echo "$name did not start; its log:" >&2; cat "$dir/$name.log" >&2; exit 1
+}
+
+# POST http://ADDR/PATH with a bearer TOKEN and an ASCII JSON BODY, with bash alone; prints
+# the response's body.
+post() {
+  local host=${1%:*} port=${1##*:}
+  exec 3<>"/dev/tcp/$host/$port" || return 1
+  printf 'POST /%s HTTP/1.0\r\nHost: demo\r\nAuthorization: Bearer %s\r\n' "$2" "$3" >&3
+  printf 'Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' "${#4}" "$4" >&3
+  sed '1,/^\r$/d' <&3
+  exec 3<&-
 }
 
 # GET http://ADDR/PATH with bash alone; prints the body.
@@ -69,18 +83,20 @@ cat >"$site/index.html" <<'HTML'
 HTML
 
 echo "==> starting the distributor"
-stream=$(start distributor "stream listening on" \
+start distributor "stream listening on" \
   $bin/tamizdat-distributor serve --root "$site" --state "$dir/dist-state" \
-  --listen 127.0.0.1:0 --admin 127.0.0.1:0)
+  --listen 127.0.0.1:0 --admin 127.0.0.1:0
+stream=$started
 admin=$(grep -m1 "^admin listening on" "$dir/distributor.out" | awk '{print $4}')
 echo "    mirrors connect to ws://$stream, admin API on http://$admin"
 
 urls=()
 for m in mirror-a mirror-b; do
   token=$($bin/tamizdat-distributor mirror add "$m" --state "$dir/dist-state" 2>/dev/null)
-  addr=$(start "$m" "http listening on" \
+  start "$m" "http listening on" \
     $bin/tamizdat-mirror run --join "$token" --root "$dir/$m-root" --state "$dir/$m-state" \
-    --listen 127.0.0.1:0)
+    --listen 127.0.0.1:0
+  addr=$started
   urls+=("$addr")
   echo "==> $m enrolled and serving at http://$addr/"
 done
@@ -104,10 +120,40 @@ for u in "${urls[@]}"; do wait_for "$u" "" "Correction published"; done
 t1=$(date +%s%N)
 echo "    the edit is served by both mirrors $(( (t1 - t0) / 1000000 )) ms later (including this script's polling)"
 echo
+
+echo "==> starting the producer (the CMS's hook) over the same tree"
+start producer "listening on" \
+  $bin/tamizdat-producer serve --out "$site" --state "$dir/producer-state" \
+  --listen 127.0.0.1:0 --site-url "http://${urls[0]}" --site-title "Independent News"
+hook=${started#http://}
+token=$(cat "$dir/producer-state/token")
+echo "    POST http://$hook/v1/publish with the bearer token in $dir/producer-state/token"
+echo "==> publishing an article through the hook"
+t0=$(date +%s%N)
+answer=$(post "$hook" v1/publish "$token" '{"slug": "volunteers-keep-the-mirrors-up",
+  "title": "Volunteers keep the mirrors up", "tags": ["mirrors"],
+  "published_at": "2026-12-03T09:00:00Z",
+  "body": "Published through the **producer hook**: rendered to disk at save time, then carried to every mirror."}')
+t1=$(date +%s%N)
+case $answer in
+  *'"written"'*) ;;
+  *) echo "the hook refused the article: $answer" >&2; exit 1 ;;
+esac
+echo "    the hook answered in $(( (t1 - t0) / 1000000 )) ms: pages rendered, durable, variants made"
+for u in "${urls[@]}"; do
+  wait_for "$u" "2026/12/volunteers-keep-the-mirrors-up/" "Volunteers keep the mirrors up"
+  wait_for "$u" "" "Volunteers keep the mirrors up"
+done
+t2=$(date +%s%N)
+echo "    the article and the new front page are served by both mirrors $(( (t2 - t0) / 1000000 )) ms after the POST"
+echo "    http://${urls[0]}/2026/12/volunteers-keep-the-mirrors-up/"
+echo
 $bin/tamizdat-distributor lag --admin "http://$admin"
 echo
 if [ $once = 1 ]; then exit 0; fi
 echo "Try: edit files under $site and reload http://${urls[0]}/ or http://${urls[1]}/"
+echo "     or publish: curl -H \"Authorization: Bearer \$(cat $dir/producer-state/token)\" \\"
+echo "       -d '{\"slug\": \"hello\", \"title\": \"Hello\", \"body\": \"First post.\"}' http://$hook/v1/publish"
 echo "     $bin/tamizdat-distributor lag --admin http://$admin"
 echo "Ctrl-C stops the network."
 wait
