@@ -15,9 +15,15 @@ cd "$(dirname "$0")/.."
 once=0
 [ "${1:-}" = "--once" ] && once=1
 
-echo "==> building (release)"
-cargo build --release --locked -q -p tamizdat-distributor -p tamizdat-mirror -p tamizdat-producer
-bin=target/release
+# DEMO_BIN: a directory that already holds the three binaries (the tests use their debug
+# build); without it, build them here.
+if [ -n "${DEMO_BIN:-}" ]; then
+  bin=$DEMO_BIN
+else
+  echo "==> building (release)"
+  cargo build --release --locked -q -p tamizdat-distributor -p tamizdat-mirror -p tamizdat-producer
+  bin=target/release
+fi
 
 dir=${DEMO_DIR:-$(mktemp -d -t tamizdat-demo.XXXXXX)}
 mkdir -p "$dir"

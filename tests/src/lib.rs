@@ -41,6 +41,8 @@ pub fn bin(name: &str) -> PathBuf {
                     "tamizdat-distributor",
                     "-p",
                     "tamizdat-mirror",
+                    "-p",
+                    "tamizdat-producer",
                     "--bins",
                 ])
                 .status()
