@@ -104,14 +104,20 @@ pub struct Timings {
     pub commit_ms: f64,
 }
 
-/// One page rendered and, if it changed, staged, with its place among the keys.
+/// One page rendered and, if it is a put, staged, with its place among the keys.
 struct Done {
     index: usize,
-    action: Action,
+    page: Page,
     batch: Batch,
-    outcome: Option<Outcome>,
     rendered: std::time::Duration,
     staged: std::time::Duration,
+}
+
+/// What rendering a key came to, with a put's staging outcome beside its bytes.
+enum Page {
+    Put(String, Vec<u8>, Outcome),
+    Remove(String),
+    Nothing,
 }
 
 /// One site.
@@ -423,15 +429,18 @@ impl Site {
                 let action = crate::generate::render_key(conn, theme, info, key)?;
                 let rendered = t.elapsed();
                 let mut batch = Batch::default();
-                let outcome = match &action {
-                    Action::Put(path, bytes) => Some(output.stage(path, bytes, &mut batch)?),
-                    _ => None,
+                let page = match action {
+                    Action::Put(path, bytes) => {
+                        let outcome = output.stage(&path, &bytes, &mut batch)?;
+                        Page::Put(path, bytes, outcome)
+                    }
+                    Action::Remove(path) => Page::Remove(path),
+                    Action::Nothing => Page::Nothing,
                 };
                 done.push(Done {
                     index: i,
-                    action,
+                    page,
                     batch,
-                    outcome,
                     rendered,
                     staged: t.elapsed() - rendered,
                 });
@@ -456,19 +465,15 @@ impl Site {
         let mut puts = Vec::new();
         let mut removals = Vec::new();
         let mut batch = Batch::default();
-        let mut outcomes = Vec::new();
         let (mut rendering, mut staging) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
         for d in done {
             rendering += d.rendered;
             staging += d.staged;
             batch.extend(d.batch);
-            match d.action {
-                Action::Put(path, bytes) => {
-                    puts.push((path, bytes));
-                    outcomes.extend(d.outcome);
-                }
-                Action::Remove(path) => removals.push(path),
-                Action::Nothing => {}
+            match d.page {
+                Page::Put(path, bytes, outcome) => puts.push((path, bytes, outcome)),
+                Page::Remove(path) => removals.push(path),
+                Page::Nothing => {}
             }
         }
         // The phase's wall time, split between rendering and staging in proportion to the
@@ -501,7 +506,7 @@ impl Site {
         let due_list: Vec<String> = due.iter().cloned().collect();
         store::finish_render(&self.conn, &due_list, generation)?;
         let mut jobs = Vec::with_capacity(due.len());
-        for ((path, bytes), outcome) in puts.into_iter().zip(outcomes) {
+        for (path, bytes, outcome) in puts {
             if due.contains(&path) {
                 jobs.push(Job {
                     rel: path.clone(),
