@@ -411,8 +411,9 @@ impl Site {
         };
         // Render and stage every page on two threads with a connection each, each taking the
         // next key from a shared counter: a thread just spawned can take a millisecond to get
-        // a core on a busy VM (measured here: 1.1-1.6 ms in half the publishes), and the one
-        // already running does not wait for it. Then rename them all at once in key order:
+        // a core on a busy VM (over 1 ms in half the publishes of one run here, in 10 of 121
+        // of another; benches/runs/2026-12-03-vm/ab-publish-barrier/render-timing.patch),
+        // and the one already running does not wait for it. Then rename them all at once in key order:
         // the article first and removals last, so no listing ever links to a missing page.
         let t_render = Instant::now();
         let keys: Vec<&PageKey> = keys.iter().collect();
