@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`server`]: start-up (index the tree, watch it) and the accept loop.
-//! - [`watch`]: inotify events into settled batches.
+//! - [`dirwatch`]: a recursive inotify watch holding one small record per directory.
+//! - [`watch`]: its changes into settled batches.
 //! - [`journal`]: a batch into one changeset: stat, hash, compare, commit, publish.
 //! - [`index`]: the SQLite index (per-path state, tombstones, changesets, mirrors).
 //! - [`hashing`]: blake3 over files that may be changing, on every core.
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod blobs;
+pub mod dirwatch;
 pub mod hashing;
 pub mod history;
 pub mod hub;

@@ -1,4 +1,4 @@
-//! inotify events (through notify) gathered into settled batches for the journal.
+//! inotify events (from [`crate::dirwatch`]) gathered into settled batches for the journal.
 //!
 //! The settle window opens at the first event and closes `settle` later, never sliding: a lone
 //! edit waits at most `settle`; files that arrive together share a changeset. Only events that
@@ -7,9 +7,8 @@
 //! left alone until it is closed. A new directory is walked at once and once more shortly
 //! after, because files written into it before its watch existed raise no event.
 
+use crate::dirwatch::{Change, DirWatch};
 use crate::journal::Batch;
-use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
-use notify::{Event, RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -21,65 +20,21 @@ const REWALK_AFTER: Duration = Duration::from_millis(50);
 
 /// How long a window that closes holding one half of a rename waits for the other.
 ///
-/// The kernel queues `IN_MOVED_FROM` and `IN_MOVED_TO` of one rename side by side, but notify's
-/// thread hands them over one at a time; when the settle window closes between the two (a busy
-/// machine, a window opened by an earlier file just before), the halves land in different
-/// batches and a directory rename turned into a delete and a fresh copy of every file in it.
-/// Only a move out of the tree, which has no partner, pays this wait.
+/// The kernel queues `IN_MOVED_FROM` and `IN_MOVED_TO` of one rename side by side, but the
+/// reader thread may hand them over in two reads; when the settle window closes between the
+/// two (a busy machine, a window opened by an earlier file just before), the halves land in
+/// different batches and a directory rename turned into a delete and a fresh copy of every
+/// file in it. Only a move out of the tree, which has no partner, pays this wait.
 const RENAME_PARTNER_WAIT: Duration = Duration::from_millis(50);
 
-pub type Events = Receiver<notify::Result<Event>>;
+pub type Events = Receiver<Change>;
 
 /// Starts watching `root` recursively. Events queue in the returned channel until
-/// [`Batcher::next`] reads them, so start-up indexing can run after this without losing any.
-pub fn watch(root: &Path) -> anyhow::Result<(notify::RecommendedWatcher, Events)> {
+/// [`Batcher::next_batch`] reads them, so start-up indexing can run after this without losing
+/// any.
+pub fn watch(root: &Path) -> anyhow::Result<(DirWatch, Events)> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut w = notify::recommended_watcher(move |ev: notify::Result<Event>| {
-        if wanted(&ev) {
-            let _ = tx.send(ev);
-        }
-    })?;
-    w.watch(root, RecursiveMode::Recursive).map_err(|e| {
-        anyhow::anyhow!(
-            "Failed to watch {}: {e}. If the tree has more directories than \
-             fs.inotify.max_user_watches allows, raise it (sysctl fs.inotify.max_user_watches)",
-            root.display()
-        )
-    })?;
-    Ok((w, rx))
-}
-
-/// True for what the batcher acts on: errors, overflow, and the kinds [`Builder::add`] reads.
-///
-/// notify 8 watches every directory with `IN_OPEN` and `IN_MODIFY` too (its mask cannot be
-/// changed), so every read of the tree (the start-up hashing, the bytes sent to mirrors, a
-/// backup job, a web server over the origin) and every `write()` call raise an event. Those
-/// are dropped here, in notify's thread, before the channel: queued unread during the start-up
-/// index of 100,000 files they held 65 MB (heaptrack), and the batcher would then have read
-/// 317,000 events for nothing.
-///
-/// A created file passes only when it is a hard link (more than one link: `ln`, `cp -al`,
-/// `rsync --link-dest`), which raises no close-after-write because its bytes are complete
-/// already under another name. An ordinary creation would only open a settle window with
-/// nothing in it: the file is being written, and its close is what counts.
-fn wanted(ev: &notify::Result<Event>) -> bool {
-    let Ok(ev) = ev else { return true };
-    if let EventKind::Create(CreateKind::File | CreateKind::Any) = ev.kind {
-        use std::os::unix::fs::MetadataExt;
-        return ev
-            .paths
-            .iter()
-            .any(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.nlink() > 1));
-    }
-    ev.need_rescan()
-        || matches!(
-            ev.kind,
-            EventKind::Create(CreateKind::Folder)
-                | EventKind::Access(AccessKind::Close(AccessMode::Write))
-                | EventKind::Remove(_)
-                | EventKind::Modify(ModifyKind::Metadata(_))
-                | EventKind::Modify(ModifyKind::Name(_))
-        )
+    Ok((crate::dirwatch::watch(root, tx)?, rx))
 }
 
 pub struct Batcher {
@@ -152,14 +107,40 @@ impl Batcher {
 struct Builder {
     batch: Batch,
     /// Rename halves by cookie, waiting for their partner.
-    from: HashMap<usize, PathBuf>,
+    from: HashMap<u32, PathBuf>,
 }
 
 impl Builder {
-    fn add(&mut self, ev: notify::Result<Event>, rewalk: &mut Vec<(Instant, PathBuf)>) {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+    fn add(&mut self, change: Change, rewalk: &mut Vec<(Instant, PathBuf)>) {
+        match change {
+            Change::Dirty(p) => {
+                self.batch.dirty.insert(p);
+            }
+            Change::NewDir(p) => {
+                rewalk.push((Instant::now() + REWALK_AFTER, p.clone()));
+                self.batch.dirty.insert(p);
+            }
+            Change::MovedFrom { cookie, path } => {
+                self.from.insert(cookie, path);
+            }
+            Change::MovedTo { cookie, path, dir } => {
+                if dir {
+                    rewalk.push((Instant::now() + REWALK_AFTER, path.clone()));
+                }
+                match self.from.remove(&cookie) {
+                    Some(from) => self.batch.moves.push((from, path)),
+                    // A move into the tree.
+                    None => {
+                        self.batch.dirty.insert(path);
+                    }
+                }
+            }
+            Change::Overflow => {
+                warn!("inotify queue overflowed: events were lost; reconciling the tree against the index");
+                self.batch.rescan = true;
+                self.batch.overflowed = true;
+            }
+            Change::WatchLimit => {
                 let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
                     .unwrap_or_default();
                 error!(
@@ -168,69 +149,7 @@ impl Builder {
                      unwatched ones are missed; raise fs.inotify.max_user_watches (sysctl) and \
                      restart"
                 );
-                return;
             }
-            Err(e) => {
-                error!(cause = %e, "watch error; reconciling the tree");
-                self.batch.rescan = true;
-                return;
-            }
-        };
-        if ev.need_rescan() {
-            warn!("inotify queue overflowed: events were lost; reconciling the tree against the index");
-            self.batch.rescan = true;
-            self.batch.overflowed = true;
-            return;
-        }
-        let mut paths = ev.paths.into_iter();
-        match ev.kind {
-            EventKind::Create(CreateKind::Folder) => {
-                if let Some(p) = paths.next() {
-                    rewalk.push((Instant::now() + REWALK_AFTER, p.clone()));
-                    self.batch.dirty.insert(p);
-                }
-            }
-            // Only hard links get here ([`wanted`]): complete already, dirty at once.
-            EventKind::Create(CreateKind::File | CreateKind::Any)
-            | EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Remove(_)
-            | EventKind::Modify(ModifyKind::Metadata(_)) => {
-                self.batch.dirty.extend(paths);
-            }
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-                if let (Some(p), Some(c)) = (paths.next(), ev.attrs.tracker()) {
-                    self.from.insert(c, p);
-                } else {
-                    self.batch.dirty.extend(paths);
-                }
-            }
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-                // notify follows a paired To with Both; an unpaired one is a move into the tree.
-                if let Some(p) = paths.next() {
-                    let paired = ev
-                        .attrs
-                        .tracker()
-                        .is_some_and(|c| self.from.contains_key(&c));
-                    if !paired {
-                        if p.is_dir() {
-                            rewalk.push((Instant::now() + REWALK_AFTER, p.clone()));
-                        }
-                        self.batch.dirty.insert(p);
-                    }
-                }
-            }
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-                if let Some(c) = ev.attrs.tracker() {
-                    self.from.remove(&c);
-                }
-                if let (Some(f), Some(t)) = (paths.next(), paths.next()) {
-                    if t.is_dir() {
-                        rewalk.push((Instant::now() + REWALK_AFTER, t.clone()));
-                    }
-                    self.batch.moves.push((f, t));
-                }
-            }
-            _ => {}
         }
     }
 
@@ -245,9 +164,19 @@ impl Builder {
 mod tests {
     use super::*;
 
-    fn rename(mode: RenameMode, paths: &[&str]) -> notify::Result<Event> {
-        let ev = Event::new(EventKind::Modify(ModifyKind::Name(mode))).set_tracker(7);
-        Ok(paths.iter().fold(ev, |ev, p| ev.add_path(PathBuf::from(p))))
+    fn from(path: &str) -> Change {
+        Change::MovedFrom {
+            cookie: 7,
+            path: PathBuf::from(path),
+        }
+    }
+
+    fn to(path: &str) -> Change {
+        Change::MovedTo {
+            cookie: 7,
+            path: PathBuf::from(path),
+            dir: false,
+        }
     }
 
     #[test]
@@ -257,12 +186,10 @@ mod tests {
         // The partner arrives 5 ms late; the wait ends as soon as it does, so a long one
         // only keeps a stalled test thread from failing the test.
         batcher.partner_wait = Duration::from_secs(30);
-        tx.send(rename(RenameMode::From, &["/t/old"])).unwrap();
+        tx.send(from("/t/old")).unwrap();
         let late = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(5));
-            tx.send(rename(RenameMode::To, &["/t/new"])).unwrap();
-            tx.send(rename(RenameMode::Both, &["/t/old", "/t/new"]))
-                .unwrap();
+            tx.send(to("/t/new")).unwrap();
             tx
         });
         let batch = batcher.next_batch().unwrap();
@@ -278,7 +205,7 @@ mod tests {
     fn a_move_out_of_the_tree_is_a_delete() {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut batcher = Batcher::new(rx, Duration::ZERO);
-        tx.send(rename(RenameMode::From, &["/t/gone"])).unwrap();
+        tx.send(from("/t/gone")).unwrap();
         // `tx` stays open, so the batch closes by the partner wait running out.
         let batch = batcher.next_batch().unwrap();
         assert!(batch.moves.is_empty());
