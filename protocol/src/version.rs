@@ -21,7 +21,8 @@ pub const MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 /// Files up to this size travel as one [`crate::Blob`]; larger ones as [`crate::Chunk`]s.
 pub const INLINE_LIMIT: u64 = 256 * 1024;
 
-/// Uncompressed bytes per [`crate::Chunk`] of a large file.
+/// Most uncompressed bytes in one [`crate::Chunk`] of a large file; a receiver refuses more.
+/// A sender may send less (the distributor sends 256 KiB).
 pub const CHUNK_SIZE: usize = 1024 * 1024;
 
 /// Most operations in one changeset frame; a larger changeset is split over several frames
