@@ -102,9 +102,16 @@ pub struct Policy {
     pub limits: Limits,
 }
 
+/// Wire bytes of frames that may wait for the engine at once (one larger frame may pass it
+/// alone). The channel to the engine holds 64 inputs; counted in frames only, 64 chunks of a
+/// video were 11 MB of a fresh mirror's heap peak (heaptrack), while the engine wrote the
+/// previous ones to disk.
+pub const INPUT_BYTES: usize = 2 << 20;
+
 pub enum Input {
     Connected(Welcome),
-    Frame(Message),
+    /// A frame, with the share of [`INPUT_BYTES`] it holds until the engine is done with it.
+    Frame(Message, tokio::sync::OwnedSemaphorePermit),
     Disconnected(oneshot::Sender<()>),
 }
 
@@ -264,7 +271,7 @@ impl Engine {
                     self.drop_conn();
                     let _ = done.send(());
                 }
-                Input::Frame(m) => {
+                Input::Frame(m, _held) => {
                     if self.conn.is_none() {
                         continue;
                     }
@@ -532,18 +539,12 @@ impl Engine {
 
     /// True when the bytes of `hash` are staged or can be copied from a served file.
     fn obtainable(&self, hash: &ContentHash) -> Result<bool, EngineError> {
-        if self.stage.has(hash) {
-            return Ok(true);
-        }
-        Ok(self.local(hash)?.is_some())
+        obtainable(&self.stage, &self.store, &self.root, hash)
     }
 
     /// A served file holding `hash`, per the store, that is really there.
     fn local(&self, hash: &ContentHash) -> Result<Option<PathBuf>, EngineError> {
-        let Some(p) = self.store.find(hash)? else {
-            return Ok(None);
-        };
-        Ok(fsops::existing(&self.root, &p)?.filter(|f| f.is_file()))
+        local(&self.store, &self.root, hash)
     }
 
     /// Asks for every hash a queued changeset needs that is not here, not asked for yet, and
@@ -552,52 +553,64 @@ impl Engine {
     /// (a file they would copy from was replaced) is found by `plan`, which asks again for the
     /// whole queue: a live edit queued behind a 100,000-file full resync costs its own ops,
     /// not another 100,000 lookups.
+    ///
+    /// Each hash goes into `wanted` as it is found, and out in a `Need` every
+    /// [`HASHES_PER_NEED`]: a set of the hashes seen and a list of those needed, each an
+    /// entry per file of a full resync, were 13 MB of a fresh mirror's heap peak at 100,000
+    /// files (heaptrack).
     fn request_missing(&mut self, newest_only: bool) -> Result<(), EngineError> {
-        let mut need: Vec<(ContentHash, u64)> = Vec::new();
-        let mut seen = HashSet::new();
-        let conn = self.conn.as_ref().expect("connected");
+        let Self {
+            conn,
+            stage,
+            store,
+            root,
+            out,
+            ..
+        } = self;
+        let conn = conn.as_mut().expect("connected");
         let skip = if newest_only {
             conn.queue.len().saturating_sub(1)
         } else {
             0
         };
+        let mut need: Vec<ContentHash> = Vec::new();
+        let mut asked = false;
         for cs in conn.queue.iter().skip(skip) {
             for op in &cs.ops {
-                if let Op::Put {
+                let Op::Put {
                     path, hash, size, ..
                 } = op
-                {
-                    if conn.wanted.contains_key(hash)
-                        || conn.gone.contains(hash)
-                        || !seen.insert(*hash)
-                    {
-                        continue;
-                    }
-                    if cs.kind == Mode::Full || cs.kind == Mode::CatchUp {
-                        if let Some(h) = self.store.get(path)? {
-                            if h.hash == *hash {
-                                continue;
-                            }
+                else {
+                    continue;
+                };
+                if conn.wanted.contains_key(hash) || conn.gone.contains(hash) {
+                    continue;
+                }
+                if cs.kind == Mode::Full || cs.kind == Mode::CatchUp {
+                    if let Some(h) = store.get(path)? {
+                        if h.hash == *hash {
+                            continue;
                         }
                     }
-                    if !self.obtainable(hash)? {
-                        need.push((*hash, *size));
-                    }
+                }
+                if obtainable(stage, store, root, hash)? {
+                    continue;
+                }
+                conn.wanted.insert(*hash, *size);
+                asked = true;
+                need.push(*hash);
+                if need.len() == HASHES_PER_NEED {
+                    let _ = out.send(Output::Send(Message::Need {
+                        hashes: std::mem::take(&mut need),
+                    }));
                 }
             }
         }
-        if need.is_empty() {
-            return Ok(());
+        if asked {
+            conn.front = None;
         }
-        let conn = self.conn.as_mut().expect("connected");
-        for chunk in need.chunks(HASHES_PER_NEED) {
-            for (h, s) in chunk {
-                conn.wanted.insert(*h, *s);
-                conn.front = None;
-            }
-            let _ = self.out.send(Output::Send(Message::Need {
-                hashes: chunk.iter().map(|(h, _)| *h).collect(),
-            }));
+        if !need.is_empty() {
+            let _ = out.send(Output::Send(Message::Need { hashes: need }));
         }
         Ok(())
     }
@@ -836,6 +849,27 @@ fn verify(conn: &Conn, cs: &Changeset) -> Result<Link, EngineError> {
 }
 
 /// Directories whose entries changed, to fsync.
+/// Whether the bytes for `hash` are staged already or held by a served file.
+fn obtainable(
+    stage: &Stage,
+    store: &Store,
+    root: &Path,
+    hash: &ContentHash,
+) -> Result<bool, EngineError> {
+    if stage.has(hash) {
+        return Ok(true);
+    }
+    Ok(local(store, root, hash)?.is_some())
+}
+
+/// A served file holding `hash`, per the store, that is really there.
+fn local(store: &Store, root: &Path, hash: &ContentHash) -> Result<Option<PathBuf>, EngineError> {
+    let Some(p) = store.find(hash)? else {
+        return Ok(None);
+    };
+    Ok(fsops::existing(root, &p)?.filter(|f| f.is_file()))
+}
+
 struct Dirs(HashSet<PathBuf>);
 
 impl Dirs {

@@ -2,14 +2,14 @@
 //! sequence, feed frames to the engine, send what it answers; on any failure reconnect with
 //! exponential backoff and jitter, forever.
 
-use crate::apply::{Input, Output};
+use crate::apply::{Input, Output, INPUT_BYTES};
 use crate::status::Status;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tamizdat_protocol::{decode, encode, ErrorCode, Hello, JoinToken, Message};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tracing::{info, warn};
@@ -47,9 +47,13 @@ pub async fn run(
     mut out: mpsc::UnboundedReceiver<Output>,
 ) {
     let mut backoff = opts.backoff_min;
+    let credit = Arc::new(Semaphore::new(INPUT_BYTES));
     loop {
         let started = Instant::now();
-        let r = session(&token, &upstream, &opts, &status, &engine, &mut out).await;
+        let r = session(
+            &token, &upstream, &opts, &status, &engine, &credit, &mut out,
+        )
+        .await;
         status.connected.store(false, Relaxed);
         let (tx, rx) = oneshot::channel();
         if engine.send(Input::Disconnected(tx)).await.is_err() {
@@ -76,6 +80,7 @@ async fn session(
     opts: &ClientOptions,
     status: &Status,
     engine: &mpsc::Sender<Input>,
+    credit: &Arc<Semaphore>,
     out: &mut mpsc::UnboundedReceiver<Output>,
 ) -> anyhow::Result<()> {
     let config = WebSocketConfig::default()
@@ -129,6 +134,7 @@ async fn session(
                     Ws::Text(_) => return refuse(&mut sink, ErrorCode::Malformed, "text frames are not spoken here").await,
                     _ => continue,
                 };
+                let wire = bytes.len();
                 let msg = match decode(&bytes, opts.max_frame) {
                     Ok(m) => m,
                     Err(e) => return refuse(&mut sink, e.code(), &e.to_string()).await,
@@ -152,7 +158,10 @@ async fn session(
                         anyhow::bail!("upstream refused us ({code:?}): {message}");
                     }
                     m @ (Message::Changeset(_) | Message::Blob(_) | Message::Chunk(_) | Message::Gone { .. }) if welcomed => {
-                        engine.send(Input::Frame(m)).await?;
+                        // Frames wait for the engine by their bytes, not their number.
+                        let n = wire.clamp(1, INPUT_BYTES) as u32;
+                        let held = credit.clone().acquire_many_owned(n).await?;
+                        engine.send(Input::Frame(m, held)).await?;
                     }
                     other => {
                         let what = format!("unexpected frame: {other:?}");
