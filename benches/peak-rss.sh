@@ -12,11 +12,14 @@
 # slows file creation on this VM's ext4 for minutes (benches/README.md): move it aside.
 set -euo pipefail
 B=$1 SITE=$2 W=$3
+if curl -sf http://127.0.0.1:7501/v1/status >/dev/null; then
+    echo "port 7501 answers already: another distributor is running" >&2; exit 1
+fi
 rm -rf "$W" && mkdir -p "$W"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-find_pid() { # the real process under a wrapper such as heaptrack
+find_pid() { # the real process (its command line starts with the binary), not a wrapper such as heaptrack
     local p
     for _ in $(seq 50); do p=$(pgrep -n -f "$1" || true); [ -n "$p" ] && { echo "$p"; return; }; sleep 0.1; done
 }
@@ -27,7 +30,7 @@ hwm() { grep VmHWM /proc/"$1"/status | awk '{print $2 " kB"}'; }
 ${DPFX:-} "$B"/tamizdat-distributor serve --root "$SITE" --state "$W"/ds --listen 127.0.0.1:7500 \
     --admin 127.0.0.1:7501 --public-url ws://127.0.0.1:7500 >"$W"/d.log 2>&1 &
 pids+=($!)
-D=$(find_pid "tamizdat-distributor serve --root $SITE --state $W/ds")
+D=$(find_pid "^$B/tamizdat-distributor serve --root $SITE --state $W/ds")
 pids+=("$D")
 sample "$D" >"$W"/d.rss &
 until curl -sf http://127.0.0.1:7501/v1/status >/dev/null; do
@@ -41,7 +44,7 @@ t0=$(date +%s.%N)
 ${MPFX:-} "$B"/tamizdat-mirror run --join "$T" --root "$W"/root --state "$W"/ms --listen 127.0.0.1:7502 \
     >"$W"/m.log 2>&1 &
 pids+=($!)
-M=$(find_pid "tamizdat-mirror run --join $T")
+M=$(find_pid "^$B/tamizdat-mirror run --join $T")
 pids+=("$M")
 sample "$M" >"$W"/m.rss &
 synced() {

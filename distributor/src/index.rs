@@ -81,13 +81,23 @@ pub struct Index {
     readers: Mutex<Vec<Connection>>,
 }
 
-fn open(path: &Path) -> Result<Connection> {
+/// Page cache of the one writer (the journal), in KiB.
+const WRITER_CACHE_KIB: i64 = 2048;
+
+/// Page cache of each pooled reader, in KiB. Readers look paths up by hash while a mirror's
+/// bytes are packed, one random descent each, which no cache this size holds at 100,000
+/// files anyway; the file system's cache serves the misses. At the writer's 2 MiB each, the
+/// four pooled readers and the writer were 6.7 MB of the distributor's 18 MB heap peak
+/// through a full resync (heaptrack).
+const READER_CACHE_KIB: i64 = 256;
+
+fn open(path: &Path, cache_kib: i64) -> Result<Connection> {
     let conn = Connection::open(path)
         .with_context(|| format!("Failed to open the index database {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "wal")?;
     conn.pragma_update(None, "synchronous", "full")?;
-    conn.pragma_update(None, "cache_size", -2048)?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     Ok(conn)
 }
 
@@ -110,7 +120,7 @@ impl Index {
             let _ = std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700));
         }
         let path = state.join(DB_FILE);
-        let conn = open(&path)?;
+        let conn = open(&path, WRITER_CACHE_KIB)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);
              CREATE TABLE IF NOT EXISTS files(
@@ -164,7 +174,7 @@ impl Index {
     pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = match self.readers.lock().unwrap().pop() {
             Some(c) => c,
-            None => open(&self.path)?,
+            None => open(&self.path, READER_CACHE_KIB)?,
         };
         let out = f(&conn);
         let mut pool = self.readers.lock().unwrap();
@@ -177,7 +187,7 @@ impl Index {
     /// A connection of its own, for the one writer (the journal).
     pub fn writer(&self) -> Result<Writer> {
         Ok(Writer {
-            conn: open(&self.path)?,
+            conn: open(&self.path, WRITER_CACHE_KIB)?,
         })
     }
 
