@@ -172,6 +172,12 @@ enum MirrorCmd {
     },
 }
 
+/// Packed bytes of recently changed small files kept for the sessions to push. A live edit
+/// needs them for the few milliseconds until every session has sent its changeset, and a
+/// 200-file burst is about 1.6 MB packed. At 8 MiB the cache filled through the harness's
+/// edits and bursts and the distributor peaked at 48.8-50.7 MB at 100k files; at 2 MiB,
+/// 35.4 MB, with the burst's median within the spread of those runs (BENCHMARKS.md run 12).
+const BLOB_CACHE_BYTES: usize = 2 << 20;
 fn parse_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(v),
@@ -315,7 +321,7 @@ async fn serve(s: Serve) -> Result<()> {
         live_queue: s.live_queue,
         max_connections: s.max_connections,
         retention: s.retention,
-        cache_bytes: 8 << 20,
+        cache_bytes: BLOB_CACHE_BYTES,
         max_inline_ops: s.max_inline_ops,
         tls,
     };
