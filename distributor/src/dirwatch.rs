@@ -397,30 +397,29 @@ impl Tree {
     /// Reads what is queued; false once nobody listens.
     fn read(&mut self, buf: &mut [u8], tx: &Sender<Change>) -> bool {
         loop {
-            let events: Vec<(i32, EventMask, u32, Option<Vec<u8>>)> =
-                match self.ino.read_events(buf) {
-                    Ok(evs) => evs
-                        .map(|e| {
-                            let name = e.name.map(|n| n.as_bytes().to_vec());
-                            (e.wd.get_watch_descriptor_id(), e.mask, e.cookie, name)
-                        })
-                        .collect(),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        error!(cause = %e, "reading inotify failed; reconciling the tree");
-                        return tx.send(Change::Overflow).is_ok();
-                    }
-                };
-            if events.is_empty() {
-                return true;
-            }
-            for (wd, mask, cookie, name) in events {
-                if let Some(c) = self.event(wd, mask, cookie, name.as_deref(), tx) {
+            // The events borrow `buf` only, so each is handled straight from it.
+            let events = match self.ino.read_events(buf) {
+                Ok(evs) => evs,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    error!(cause = %e, "reading inotify failed; reconciling the tree");
+                    return tx.send(Change::Overflow).is_ok();
+                }
+            };
+            let mut any = false;
+            for e in events {
+                any = true;
+                let wd = e.wd.get_watch_descriptor_id();
+                let name = e.name.map(OsStrExt::as_bytes);
+                if let Some(c) = self.event(wd, e.mask, e.cookie, name, tx) {
                     if tx.send(c).is_err() {
                         return false;
                     }
                 }
+            }
+            if !any {
+                return true;
             }
         }
     }
@@ -597,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn only_hard_links_count_as_created_files() {
+    fn a_hard_link_counts_as_a_complete_file() {
         let (_t, root, _w, rx) = setup();
         let (a, b) = (root.join("2024/a.html"), root.join("2024/b.html"));
         write(&a);

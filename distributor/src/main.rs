@@ -178,6 +178,7 @@ enum MirrorCmd {
 /// edits and bursts and the distributor peaked at 48.8-50.7 MB at 100k files; at 2 MiB,
 /// 35.4 MB, with the burst's median within the spread of those runs (BENCHMARKS.md run 12).
 const BLOB_CACHE_BYTES: usize = 2 << 20;
+
 fn parse_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(v),

@@ -574,7 +574,6 @@ impl Engine {
             0
         };
         let mut need: Vec<ContentHash> = Vec::new();
-        let mut asked = false;
         for cs in conn.queue.iter().skip(skip) {
             for op in &cs.ops {
                 let Op::Put {
@@ -597,7 +596,7 @@ impl Engine {
                     continue;
                 }
                 conn.wanted.insert(*hash, *size);
-                asked = true;
+                conn.front = None;
                 need.push(*hash);
                 if need.len() == HASHES_PER_NEED {
                     let _ = out.send(Output::Send(Message::Need {
@@ -605,9 +604,6 @@ impl Engine {
                     }));
                 }
             }
-        }
-        if asked {
-            conn.front = None;
         }
         if !need.is_empty() {
             let _ = out.send(Output::Send(Message::Need { hashes: need }));
@@ -848,7 +844,6 @@ fn verify(conn: &Conn, cs: &Changeset) -> Result<Link, EngineError> {
     Ok(proof.next)
 }
 
-/// Directories whose entries changed, to fsync.
 /// Whether the bytes for `hash` are staged already or held by a served file.
 fn obtainable(
     stage: &Stage,
@@ -870,6 +865,7 @@ fn local(store: &Store, root: &Path, hash: &ContentHash) -> Result<Option<PathBu
     Ok(fsops::existing(root, &p)?.filter(|f| f.is_file()))
 }
 
+/// Directories whose entries changed, to fsync.
 struct Dirs(HashSet<PathBuf>);
 
 impl Dirs {
