@@ -22,6 +22,10 @@ use std::time::Instant;
 use tamizdat_producer::synthetic::{self, Spec, Timed};
 use tamizdat_producer::{Site, SiteOptions};
 
+/// As in the producer binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     spec: Spec,
     publishes: usize,

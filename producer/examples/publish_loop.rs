@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use tamizdat_producer::site::{Site, SiteOptions};
 use tamizdat_producer::synthetic::{self, Spec};
 
+/// As in the producer binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let usage = "usage: publish_loop STATE OUT N";
