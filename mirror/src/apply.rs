@@ -1075,6 +1075,7 @@ impl Engine {
 }
 
 /// Carries out `ops` in `root` under `site`'s publish gate; returns the directories to fsync.
+/// The files it replaces or deletes are freed after the gate opens ([`fsops::Held`]).
 fn execute(
     root: &Path,
     site: &Site,
@@ -1097,15 +1098,20 @@ fn execute(
     };
     let mut dirs: HashSet<PathBuf> = HashSet::new();
     let mut ancestors = fsops::Ancestors::default();
+    let mut held = fsops::Held::default();
     let gate = rt.block_on(site.publish(changed));
     for (op, src) in ops.iter().zip(sources) {
         match op {
             Op::Put { path, hash, .. } => {
                 let Some(src) = src else { continue };
                 let full = ancestors.prepare_parent(root, path)?;
-                if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
-                    fsops::remove_any(&full)?;
-                    ancestors.forget();
+                match std::fs::symlink_metadata(&full) {
+                    Ok(m) if m.is_dir() => {
+                        fsops::remove_any(&full)?;
+                        ancestors.forget();
+                    }
+                    Ok(m) if m.is_file() => held.hold(&full),
+                    _ => {}
                 }
                 std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
                 let _ = site.set_hash(path.as_str(), &hash.to_hex());
@@ -1115,6 +1121,7 @@ fn execute(
                 // It may prune directories the next put would take as checked.
                 ancestors.forget();
                 if let Some(full) = fsops::existing(root, path)? {
+                    held.hold(&full);
                     if fsops::remove_any(&full)? {
                         fsops::prune_empty_parents(root, &full);
                         dirs.insert(full.parent().unwrap_or(root).to_path_buf());
@@ -1130,8 +1137,12 @@ fn execute(
                     return Err(FsError::Missing(from.clone()).into());
                 };
                 let dst = fsops::prepare_parent(root, to)?;
-                if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir()) {
-                    fsops::remove_any(&dst)?;
+                match std::fs::symlink_metadata(&dst) {
+                    Ok(m) if m.is_dir() => {
+                        fsops::remove_any(&dst)?;
+                    }
+                    Ok(m) if m.is_file() => held.hold(&dst),
+                    _ => {}
                 }
                 std::fs::rename(&src, &dst).map_err(|e| FsError::io("rename", &dst, e))?;
                 fsops::prune_empty_parents(root, &src);
@@ -1141,5 +1152,6 @@ fn execute(
         }
     }
     drop(gate);
+    held.close_later();
     Ok(Dirs(dirs))
 }

@@ -129,6 +129,53 @@ pub fn remove_any(full: &Path) -> Result<bool, FsError> {
     }
 }
 
+/// The files a changeset replaced or deleted, held open until the publish gate is released.
+///
+/// The last close of a file that was renamed over or unlinked frees its blocks, and that is
+/// the slow part of such a rename: on ext4 mounted with `discard` and no journal (the
+/// benchmark VM; cloud disks are often mounted so) each free waits for a discard, 0.17-0.37
+/// ms a file against 0.015 ms to open the old file, rename over it and free it later
+/// (measured on 20 KB files). Held open, the old inodes are freed by
+/// [`Held::close_later`] on a thread of its own, after readers were let through the gate.
+#[derive(Default)]
+pub struct Held(Vec<fs::File>);
+
+impl Held {
+    /// Beyond this many a changeset's old files are freed where they are replaced, so a
+    /// large catch-up never nears the descriptor limit.
+    const MAX: usize = 256;
+
+    /// Opens `full` (if it is a regular file, never following a symlink) so that its inode
+    /// outlives the rename or unlink that comes next.
+    pub fn hold(&mut self, full: &Path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.0.len() >= Self::MAX {
+            return;
+        }
+        if let Ok(f) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(full)
+        {
+            if f.metadata().is_ok_and(|m| m.is_file()) {
+                self.0.push(f);
+            }
+        }
+    }
+
+    /// Closes the held files on a thread of their own.
+    pub fn close_later(self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let files = self.0;
+        // Were no thread to be had, the files would be closed here, as the closure drops.
+        let _ = std::thread::Builder::new()
+            .name("close-replaced".into())
+            .spawn(move || drop(files));
+    }
+}
+
 /// Removes empty directories from `full`'s parent up to (not including) `root`.
 pub fn prune_empty_parents(root: &Path, full: &Path) {
     let mut cur = full.parent();
@@ -170,6 +217,44 @@ mod tests {
         fs::create_dir_all(&root).unwrap();
         fs::create_dir_all(&outside).unwrap();
         (d, root, outside)
+    }
+
+    #[test]
+    fn held_files_outlive_their_unlink_and_symlinks_are_not_followed() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, root, outside) = root_and_outside();
+        let (page, secret) = (root.join("page.html"), outside.join("secret"));
+        fs::write(&page, b"old page").unwrap();
+        fs::write(&secret, b"secret").unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("link")).unwrap();
+        fs::create_dir(root.join("dir")).unwrap();
+        let mut held = Held::default();
+        for name in ["page.html", "link", "dir", "missing"] {
+            held.hold(&root.join(name));
+        }
+        assert_eq!(held.0.len(), 1, "only the regular file is held");
+        let ino = fs::metadata(&page).unwrap().ino();
+        fs::write(root.join("new"), b"new page").unwrap();
+        fs::rename(root.join("new"), &page).unwrap();
+        let mut old = String::new();
+        io::Read::read_to_string(&mut &held.0[0], &mut old).unwrap();
+        assert_eq!(old, "old page", "the replaced inode is still readable");
+        assert_eq!(held.0[0].metadata().unwrap().ino(), ino);
+        assert_eq!(held.0[0].metadata().unwrap().nlink(), 0);
+        assert_eq!(fs::read(&page).unwrap(), b"new page");
+        held.close_later();
+    }
+
+    #[test]
+    fn holding_stops_at_its_bound() {
+        let (_d, root, _outside) = root_and_outside();
+        let mut held = Held::default();
+        for i in 0..Held::MAX + 3 {
+            let f = root.join(format!("f{i}"));
+            fs::write(&f, b"x").unwrap();
+            held.hold(&f);
+        }
+        assert_eq!(held.0.len(), Held::MAX);
     }
 
     #[test]
