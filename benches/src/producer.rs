@@ -50,7 +50,10 @@ pub fn scenario(run: &mut Run, dir: &Path, articles: usize, publishes: usize) ->
     plain.arg(&plain_out).arg("--state").arg(&state);
     let without = synthetic::timed(&plain)?;
     let files_plain = synthetic::count_files(&plain_out);
-    let _ = std::fs::remove_dir_all(&plain_out);
+    // The rebuilds' and Hugo's trees are removed after the publishes are timed, not before:
+    // on ext4 file creation is slow for minutes after a big tree's removal (inode allocation
+    // scans the recently freed inodes; benches/README.md), and every publish creates files.
+    let mut leftovers = vec![plain_out];
     eprintln!(
         "    producer: render --all --no-precompress {:.1} s",
         without.secs
@@ -65,7 +68,7 @@ pub fn scenario(run: &mut Run, dir: &Path, articles: usize, publishes: usize) ->
             eprintln!("    producer: hugo {:.1} s", t.secs);
             let files = synthetic::count_files(&root.join("public"));
             // Removing 230,000 files takes minutes on a busy disk: not timed, but slow.
-            let _ = std::fs::remove_dir_all(&root);
+            leftovers.push(root);
             Some((t, files))
         }
         None => None,
@@ -81,9 +84,9 @@ pub fn scenario(run: &mut Run, dir: &Path, articles: usize, publishes: usize) ->
     if !with_variants.ok {
         anyhow::bail!("render --all failed: {}", with_variants.stderr_tail);
     }
-    // The rebuilds above left hundreds of MB for the kernel to write back (and Hugo's tree
-    // was just removed): let that finish, so the publishes run on a settled disk as a
-    // newsroom's do, not behind this harness's own writeback.
+    // The rebuilds above left hundreds of MB for the kernel to write back: let that finish,
+    // so the publishes run on a settled disk as a newsroom's do, not behind this harness's
+    // own writeback.
     let _ = Command::new("sync").status();
     // The publishes need no bodies: drop the seeded ones (Hugo's copy is written) and load
     // the keys alone, so this process's heap is not 100k bodies in fragments that every
@@ -106,6 +109,9 @@ pub fn scenario(run: &mut Run, dir: &Path, articles: usize, publishes: usize) ->
         ));
     }
     publish_table(run, &label, &samples, summary(&probe)[0]);
+    for d in leftovers {
+        let _ = std::fs::remove_dir_all(d);
+    }
     Ok(())
 }
 
