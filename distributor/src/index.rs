@@ -222,12 +222,12 @@ impl Index {
     /// Where the bytes of `hash` can be read now, with their size.
     pub fn locate(&self, hash: &ContentHash) -> Result<Option<(SitePath, u64)>> {
         self.with(|c| {
+            // Once per hash a mirror asks for: a cached statement, not one parsed each time.
             let row: Option<(String, i64)> = c
-                .query_row(
+                .prepare_cached(
                     "SELECT path, size FROM files WHERE hash = ?1 AND deleted = 0 LIMIT 1",
-                    [&hash.0[..]],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                )?
+                .query_row([&hash.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             Ok(row.and_then(|(p, s)| SitePath::new(p).ok().map(|p| (p, s as u64))))
         })
@@ -320,10 +320,9 @@ impl Index {
 }
 
 fn head(c: &Connection) -> Result<(u64, u64)> {
-    let h: i64 = c.query_row("SELECT value FROM meta WHERE key='head'", [], |r| r.get(0))?;
-    let z: i64 = c.query_row("SELECT value FROM meta WHERE key='horizon'", [], |r| {
-        r.get(0)
-    })?;
+    let mut st = c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+    let mut value = |key: &str| st.query_row([key], |r| r.get::<_, i64>(0));
+    let (h, z) = (value("head")?, value("horizon")?);
     Ok((h as u64, z as u64))
 }
 
