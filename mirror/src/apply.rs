@@ -1121,7 +1121,11 @@ fn execute(
                 // It may prune directories the next put would take as checked.
                 ancestors.forget();
                 if let Some(full) = fsops::existing(root, path)? {
-                    held.hold(&full);
+                    // Only a regular file: opening anything else (a device a hostile hand
+                    // left in the root) could have effects of its own.
+                    if std::fs::symlink_metadata(&full).is_ok_and(|m| m.is_file()) {
+                        held.hold(&full);
+                    }
                     if fsops::remove_any(&full)? {
                         fsops::prune_empty_parents(root, &full);
                         dirs.insert(full.parent().unwrap_or(root).to_path_buf());

@@ -133,9 +133,9 @@ pub fn remove_any(full: &Path) -> Result<bool, FsError> {
 ///
 /// The last close of a file that was renamed over or unlinked frees its blocks, and that is
 /// the slow part of such a rename: on ext4 mounted with `discard` and no journal (the
-/// benchmark VM; cloud disks are often mounted so) each free waits for a discard, 0.17-0.37
-/// ms a file against 0.015 ms to open the old file, rename over it and free it later
-/// (measured on 20 KB files). Held open, the old inodes are freed by
+/// benchmark VM's disk, as some cloud images mount theirs) each free waits for a discard,
+/// 0.17-0.37 ms a file against 0.015 ms to open the old file, rename over it and free it
+/// later (measured on 20 KB files). Held open, the old inodes are freed by
 /// [`Held::close_later`] on a thread of its own, after readers were let through the gate.
 #[derive(Default)]
 pub struct Held(Vec<fs::File>);
@@ -146,7 +146,8 @@ impl Held {
     const MAX: usize = 256;
 
     /// Opens `full` (if it is a regular file, never following a symlink) so that its inode
-    /// outlives the rename or unlink that comes next.
+    /// outlives the rename or unlink that comes next. Callers check that it is a regular
+    /// file first: the open itself must not be what finds out.
     pub fn hold(&mut self, full: &Path) {
         use std::os::unix::fs::OpenOptionsExt;
         if self.0.len() >= Self::MAX {
