@@ -204,7 +204,7 @@ fn publish_table(run: &mut Run, label: &str, samples: &[Sample], fsync_p50: f64)
             "max ms",
             "with variants in place p50 / p99 ms",
             "files written (median / max)",
-            "phases p50 ms (render / stage / commit)",
+            "phases p50 ms (store / render / stage / commit)",
         ],
     );
     type Filter = fn(&Sample) -> bool;
@@ -229,7 +229,8 @@ fn publish_table(run: &mut Run, label: &str, samples: &[Sample], fsync_p50: f64)
             format!("{} / {}", f(var[0]), f(var[2])),
             format!("{} / {}", files[0], files[3]),
             format!(
-                "{} / {} / {}",
+                "{} / {} / {} / {}",
+                f(of(|s| s.timings.store_ms)[0]),
                 f(of(|s| s.timings.render_ms)[0]),
                 f(of(|s| s.timings.stage_ms)[0]),
                 f(of(|s| s.timings.commit_ms)[0])

@@ -142,6 +142,10 @@ fn main() {
     }
     for (name, g) in [
         (
+            "store",
+            &(|s: &synthetic::Sample| s.timings.store_ms) as &dyn Fn(&_) -> f64,
+        ),
+        (
             "render",
             &(|s: &synthetic::Sample| s.timings.render_ms) as &dyn Fn(&_) -> f64,
         ),

@@ -96,6 +96,9 @@ pub struct Report {
 /// the threads spent in each.
 #[derive(Debug, Default, Serialize, PartialEq, Clone, Copy)]
 pub struct Timings {
+    /// Before any page is rendered: reading the old document, rendering and sanitising the
+    /// body, and committing the new row with its listings' counts, ranks and pending pages.
+    pub store_ms: f64,
     /// Reading the store and rendering templates and XML.
     pub render_ms: f64,
     /// Comparing with the files on disk and writing temporary files.
@@ -526,6 +529,7 @@ impl Site {
         }
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         report.timings = Timings {
+            store_ms: ms(t_render.saturating_duration_since(started)),
             render_ms: ms(phase) * render_share,
             stage_ms: ms(phase) * (1.0 - render_share),
             commit_ms: ms(t_staged.elapsed()),
