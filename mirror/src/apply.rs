@@ -537,16 +537,6 @@ impl Engine {
         Ok(())
     }
 
-    /// True when the bytes of `hash` are staged or can be copied from a served file.
-    fn obtainable(&self, hash: &ContentHash) -> Result<bool, EngineError> {
-        obtainable(&self.stage, &self.store, &self.root, hash)
-    }
-
-    /// A served file holding `hash`, per the store, that is really there.
-    fn local(&self, hash: &ContentHash) -> Result<Option<PathBuf>, EngineError> {
-        local(&self.store, &self.root, hash)
-    }
-
     /// Asks for every hash a queued changeset needs that is not here, not asked for yet, and
     /// not gone; with `newest_only`, only for the changeset just queued. The ones before it
     /// were looked at when they arrived, and what they need that has gone missing since
@@ -944,7 +934,7 @@ impl Engine {
                         }
                     }
                 }
-                if !self.obtainable(hash)? {
+                if !obtainable(&self.stage, &self.store, &self.root, hash)? {
                     let conn = self.conn.as_mut().expect("connected");
                     conn.queue.push_front(cs);
                     return Ok(None);
@@ -995,9 +985,9 @@ impl Engine {
 
     fn publish(&mut self, plan: Plan, site: SiteId) -> Result<(), EngineError> {
         let t = std::time::Instant::now();
-        let sources = self
-            .stage
-            .prepare(&plan.exec, |h| self.local(h).ok().flatten())?;
+        let sources = self.stage.prepare(&plan.exec, |h| {
+            local(&self.store, &self.root, h).ok().flatten()
+        })?;
         self.store.adopt(&plan.adopted)?;
         // A live changeset is finished on the next start if the mirror is killed mid-way, so
         // one publish stays one publish even when upstream is gone. A large catch-up is not
@@ -1105,13 +1095,8 @@ fn execute(
             Op::Put { path, hash, .. } => {
                 let Some(src) = src else { continue };
                 let full = ancestors.prepare_parent(root, path)?;
-                match std::fs::symlink_metadata(&full) {
-                    Ok(m) if m.is_dir() => {
-                        fsops::remove_any(&full)?;
-                        ancestors.forget();
-                    }
-                    Ok(m) if m.is_file() => held.hold(&full),
-                    _ => {}
+                if fsops::clear_for_rename(&full, &mut held)? {
+                    ancestors.forget();
                 }
                 std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
                 let _ = site.set_hash(path.as_str(), &hash.to_hex());
@@ -1141,13 +1126,7 @@ fn execute(
                     return Err(FsError::Missing(from.clone()).into());
                 };
                 let dst = fsops::prepare_parent(root, to)?;
-                match std::fs::symlink_metadata(&dst) {
-                    Ok(m) if m.is_dir() => {
-                        fsops::remove_any(&dst)?;
-                    }
-                    Ok(m) if m.is_file() => held.hold(&dst),
-                    _ => {}
-                }
+                fsops::clear_for_rename(&dst, &mut held)?;
                 std::fs::rename(&src, &dst).map_err(|e| FsError::io("rename", &dst, e))?;
                 fsops::prune_empty_parents(root, &src);
                 dirs.insert(src.parent().unwrap_or(root).to_path_buf());

@@ -177,6 +177,19 @@ impl Held {
     }
 }
 
+/// Readies `full` to be renamed over: a directory there is removed (returns true: it was a
+/// directory), a regular file is held open ([`Held`]) so that the rename does not free it.
+pub fn clear_for_rename(full: &Path, held: &mut Held) -> Result<bool, FsError> {
+    match fs::symlink_metadata(full) {
+        Ok(m) if m.is_dir() => remove_any(full).map(|_| true),
+        Ok(m) if m.is_file() => {
+            held.hold(full);
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Removes empty directories from `full`'s parent up to (not including) `root`.
 pub fn prune_empty_parents(root: &Path, full: &Path) {
     let mut cur = full.parent();
