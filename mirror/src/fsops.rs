@@ -134,8 +134,8 @@ pub fn remove_any(full: &Path) -> Result<bool, FsError> {
 /// The last close of a file that was renamed over or unlinked frees its blocks, and that is
 /// the slow part of such a rename: on ext4 mounted with `discard` and no journal (the
 /// benchmark VM's disk, as some cloud images mount theirs) each free waits for a discard,
-/// 0.17-0.37 ms a file against 0.015 ms to open the old file, rename over it and free it
-/// later (measured on 20 KB files). Held open, the old inodes are freed by
+/// 0.10-0.37 ms a file against 0.014 ms to open the old file and rename over it, freeing it
+/// later (20 KB files, `benches/free-cost.py`). Held open, the old inodes are freed by
 /// [`Held::close_later`] on a thread of its own, after readers were let through the gate.
 #[derive(Default)]
 pub struct Held(Vec<fs::File>);
