@@ -6,13 +6,14 @@ the mirror restarted with each `--http-threads N` in turn and nginx, each loaded
 article page nearest 10 KB, a mix of 1,000 article pages, a 5 MB file. Prints every run, then
 the median req/s and p99 of each server and request.
 
-Usage: benches/ab-http-threads.py ROUNDS WORK N [N...]
+Usage: benches/ab-http-threads.py ROUNDS WORK N[,FLAG...] [N[,FLAG...]...]
+  each variant is a thread count and extra `tamizdat-mirror run` flags, e.g. `1 1,--no-sendfile`;
   WORK/site is the tree (e.g. `tamizdat-bench gen WORK/site --articles 10000`); the
   mirror's root and state stay under WORK. BIN (default target/release) holds the binaries.
   Needs nginx and wrk (benches/install-anchors.sh) and ports 7410-7413 free."""
 import glob, json, os, random, re, signal, subprocess, sys, time, urllib.request
 
-rounds, W, counts = int(sys.argv[1]), os.path.abspath(sys.argv[2]), [int(n) for n in sys.argv[3:]]
+rounds, W, counts = int(sys.argv[1]), os.path.abspath(sys.argv[2]), sys.argv[3:]
 B = os.environ.get("BIN", "target/release")
 site = f"{W}/site"
 procs = []
@@ -119,10 +120,10 @@ try:
                 port = 7412
                 m = spawn("mirror", [f"{B}/tamizdat-mirror", "run", "--join", tok, "--root", f"{W}/root",
                                      "--state", f"{W}/state", "--listen", f"127.0.0.1:{port}",
-                                     "--http-threads", str(n)])
+                                     "--http-threads"] + n.split(","))
                 wait_for(f"http://127.0.0.1:{port}/.well-known/tamizdat/health")
                 synced(name_of_mirror)
-            name = "nginx (2 workers)" if m is None else f"tamizdat --http-threads {n}"
+            name = "nginx (2 workers)" if m is None else f"tamizdat --http-threads {n.replace(',', ' ')}"
             for case, path, script in cases:
                 rps, p99 = wrk(port, path, script)
                 res.setdefault((case, name), []).append((rps, p99))

@@ -77,6 +77,10 @@ struct Run {
     /// Memory for small hot files, in MiB (0 turns the cache off).
     #[arg(long, default_value_t = 32)]
     hot_cache_mb: usize,
+    /// Copy file bodies through a buffer instead of sending them from the page cache with
+    /// sendfile (for comparing the two; sendfile is used only for chunks the cache holds).
+    #[arg(long)]
+    no_sendfile: bool,
     /// Trust only the CA certificate(s) in this PEM file for a wss:// upstream (a pinned CA).
     /// Default: the public web's roots (Mozilla's, built in; the host's store is not used).
     #[arg(long, env = "TAMIZDAT_CA_FILE")]
@@ -188,6 +192,7 @@ async fn run(r: Run) -> Result<()> {
         header_read_timeout: Duration::from_secs_f64(r.header_read_timeout),
         idle_timeout: Duration::from_secs_f64(r.idle_timeout),
         hot_cache_bytes: r.hot_cache_mb << 20,
+        zero_copy: !r.no_sendfile,
         ..ServeOptions::default()
     };
     let listener = std::net::TcpListener::bind(r.listen)

@@ -118,6 +118,11 @@ impl Collector for Live {
                 "Lookups that opened the file (not cached, or due for revalidation).",
                 stats.hot_misses(),
             ),
+            (
+                "http_sendfile_bytes",
+                "Body bytes sent from the page cache with sendfile, never copied.",
+                stats.sendfile_bytes(),
+            ),
         ] {
             let c = ConstCounter::new(v);
             c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;

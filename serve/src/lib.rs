@@ -38,9 +38,11 @@
 //! # Performance
 //! Small files (≤ [`ServeOptions::hot_cache_max_file`]) are held with their ready-made header
 //! values in a bounded, sharded hot cache ([`ServeOptions::hot_cache_bytes`]): a hit costs a
-//! shard read lock, an `Arc` clone and a `Bytes` clone. Larger files are streamed in 128 KiB
-//! chunks, never read whole: read on the runtime thread while the page cache has them
-//! (`preadv2(RWF_NOWAIT)`, which never waits for the disk), on blocking threads otherwise. Hashes of large
+//! shard read lock, an `Arc` clone and a `Bytes` clone. Larger files go from the page cache to
+//! the socket with `sendfile(2)` when the cache holds them (`zero_copy.rs`); otherwise they are
+//! streamed in 128 KiB chunks, never read whole: read on the runtime thread while the page
+//! cache has them (`preadv2(RWF_NOWAIT)`, which never waits for the disk), on blocking threads
+//! otherwise. Hashes of large
 //! files are computed once per (path, size, mtime, inode) on a blocking thread and cached, or
 //! taken from the mirror with [`Site::set_hash`].
 //!
@@ -56,6 +58,7 @@
 //! - `respond.rs`: one request to one response (health, validators, ranges, encodings).
 //! - `site.rs`: [`Site`], the publish gate, opening files beneath the root, the hash cache.
 //! - `cache.rs`: the hot cache. `target.rs`: request target rules. `body.rs`: bodies.
+//!   `zero_copy.rs`: file bodies sent with sendfile through hyper.
 //! - `access_log.rs`: combined-format access log. `options.rs`: [`ServeOptions`].
 //! - [`daemon`]: `--config` files, logging and shutdown shared by both daemons.
 //! - `stats.rs`: [`ServeStats`], responses by status, bytes served, hot-cache hits.
@@ -72,6 +75,7 @@ mod server;
 mod site;
 mod stats;
 mod target;
+mod zero_copy;
 
 pub use body::Body;
 pub use health::{Health, HealthReport, HEALTH_PATH};

@@ -37,6 +37,9 @@ pub struct ServeOptions {
     /// change made without [`Site::publish`](crate::Site::publish) still shows up within this
     /// time. Changes published through the gate are seen at once. Default 2 s.
     pub revalidate_after: Duration,
+    /// Send file bodies the page cache holds with `sendfile(2)` instead of copying them
+    /// through a buffer. Default on; off is for comparing the two.
+    pub zero_copy: bool,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +56,7 @@ impl Default for ServeOptions {
             hot_cache_bytes: 32 << 20,
             hot_cache_max_file: 256 << 10,
             revalidate_after: Duration::from_secs(2),
+            zero_copy: true,
         }
     }
 }

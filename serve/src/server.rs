@@ -23,6 +23,7 @@ use crate::access_log::AccessLog;
 use crate::health::Health;
 use crate::respond::Ctx;
 use crate::site::Site;
+use crate::zero_copy::{self, Sends};
 
 /// Longest pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -295,17 +296,29 @@ async fn connection_task(
     let idle = opts.idle_timeout;
     let activity = Arc::new(Activity::default());
     activity.touch();
+    let sends = opts.zero_copy.then(Sends::default);
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
+        zero_copy: sends.clone().map(|s| (s, ctx.site.clone())),
     });
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| {
         let ctx = svc_ctx.clone();
-        async move { Ok::<_, Infallible>(ctx.serve(req, peer).await) }
+        let sends = sends.clone();
+        async move {
+            let mut resp = ctx.serve(req, peer).await;
+            if let Some(sends) = &sends {
+                resp.body_mut().send_files_with(sends);
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut conn = pin!(http1::Builder::new()
         .timer(TokioTimer::new())
+        // Body chunks reach `Tracked` as the very `Bytes` the body yielded, never copied into
+        // a buffer of hyper's: `zero_copy.rs` depends on it.
+        .writev(true)
         .header_read_timeout(opts.header_read_timeout)
         .keep_alive(true)
         .serve_connection(io, svc));
@@ -365,10 +378,26 @@ impl Activity {
     }
 }
 
-/// A TCP stream that records when bytes last moved, for the idle timeout.
+/// A TCP stream that records when bytes last moved, for the idle timeout, and sends the
+/// stand-ins of `zero_copy.rs` with sendfile (counted in the site's stats).
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
+    zero_copy: Option<(Sends, Arc<Site>)>,
+}
+
+impl Tracked {
+    fn poll_send_file(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let Some((sends, site)) = &self.zero_copy else {
+            // Only a connection with `Sends` gets stand-ins.
+            return Poll::Ready(Err(io::Error::other("a stand-in on a copying connection")));
+        };
+        let r = zero_copy::poll_send(&self.inner, sends, cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            site.stats.sent_by_sendfile(n as u64);
+        }
+        r
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -392,7 +421,11 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let r = if zero_copy::is_stand_in(buf) {
+            self.poll_send_file(cx, buf)
+        } else {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        };
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
@@ -404,7 +437,13 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        // Bytes up to the first stand-in are written as they are; a stand-in at the front is
+        // sent with sendfile. Either way the caller comes back for the rest.
+        let r = match bufs.iter().position(|b| zero_copy::is_stand_in(b)) {
+            None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+            Some(0) => self.poll_send_file(cx, &bufs[0]),
+            Some(i) => Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..i]),
+        };
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }

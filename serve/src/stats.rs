@@ -13,6 +13,7 @@ pub struct ServeStats {
     body_bytes: AtomicU64,
     hot_hits: AtomicU64,
     hot_misses: AtomicU64,
+    sendfile_bytes: AtomicU64,
 }
 
 impl Default for ServeStats {
@@ -22,6 +23,7 @@ impl Default for ServeStats {
             body_bytes: AtomicU64::new(0),
             hot_hits: AtomicU64::new(0),
             hot_misses: AtomicU64::new(0),
+            sendfile_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -46,6 +48,10 @@ impl ServeStats {
         c.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn sent_by_sendfile(&self, n: u64) {
+        self.sendfile_bytes.fetch_add(n, Relaxed);
+    }
+
     /// (status, responses) for every status answered at least once.
     pub fn responses(&self) -> Vec<(u16, u64)> {
         self.by_status
@@ -66,6 +72,12 @@ impl ServeStats {
     /// Lookups answered from the hot cache.
     pub fn hot_hits(&self) -> u64 {
         self.hot_hits.load(Relaxed)
+    }
+
+    /// Body bytes that went from the page cache to the socket with sendfile, never copied
+    /// into the server's memory (part of [`body_bytes`](Self::body_bytes)).
+    pub fn sendfile_bytes(&self) -> u64 {
+        self.sendfile_bytes.load(Relaxed)
     }
 
     /// Lookups that had to open the file (not cached, or due for revalidation).
