@@ -259,6 +259,10 @@ fn doc_html(theme: &Theme, info: &SiteInfo, doc: &DocRow) -> Result<Vec<u8>, Pub
 
 /// Rebuilds the whole site. Listings are streamed in one ordered pass each instead of one
 /// query per page, and pages are rendered, compressed and written on every core.
+/// Documents rendered per batch by [`render_all`]: enough to keep every core busy, few enough
+/// that their bodies are a small part of the rebuild's memory.
+const RENDER_BATCH: usize = 2048;
+
 pub(crate) fn render_all(
     site: &mut Site,
     started: Instant,
@@ -281,33 +285,35 @@ pub(crate) fn render_all(
     let (conn, theme, info, output, _) = site.parts();
     let mut report = Report::default();
 
-    let articles = store::all_of_kind(conn, Kind::Article, true)?;
-    let doc_pages = store::all_of_kind(conn, Kind::Page, true)?;
-    let n = articles.len() as u64;
+    let n = store::count_of_kind(conn, Kind::Article)?;
     let archive_pages = n.div_ceil(PER_PAGE).max(1);
-    let mut total = n + doc_pages.len() as u64 + archive_pages;
+    let mut total = n + store::count_of_kind(conn, Kind::Page)? + archive_pages;
     progress(0, total);
-    let docs: Vec<&DocRow> = articles.iter().chain(&doc_pages).collect();
-    par_emit(output, &docs, &mut report, |doc| {
-        Ok(Action::Put(
-            pages::doc_path(doc),
-            doc_html(theme, info, doc)?,
-        ))
-    })?;
-    let mut done = docs.len() as u64;
-    progress(done, total);
-    drop(docs);
-    drop(doc_pages);
-
-    // Listing rows as the per-page queries return them: without bodies.
-    let rows: Vec<DocRow> = articles
-        .into_iter()
-        .map(|d| DocRow {
-            body: String::new(),
-            body_html: String::new(),
-            ..d
-        })
-        .collect();
+    // Documents a batch at a time with their bodies; listings need only the rest of each row.
+    let mut rows: Vec<DocRow> = Vec::with_capacity(n as usize);
+    let mut done = 0;
+    for kind in [Kind::Article, Kind::Page] {
+        store::in_batches(conn, kind, RENDER_BATCH, |batch| {
+            par_emit(output, &batch, &mut report, |doc| {
+                Ok(Action::Put(
+                    pages::doc_path(doc),
+                    doc_html(theme, info, doc)?,
+                ))
+            })?;
+            done += batch.len() as u64;
+            progress(done, total);
+            if kind == Kind::Article {
+                rows.extend(batch.into_iter().map(|d| DocRow {
+                    body: String::new(),
+                    body_html: String::new(),
+                    ..d
+                }));
+            }
+            Ok::<_, PublishError>(())
+        })?;
+    }
+    // Counted before the documents were read; the listings below go by what was read.
+    let n = rows.len() as u64;
     let all = Listing::All;
     let all_view = listing_view(conn, &all)?;
     let chunks: Vec<(u64, &[DocRow])> = if rows.is_empty() {

@@ -523,6 +523,41 @@ pub fn all_of_kind(
     .collect()
 }
 
+/// Every document of `kind` with its body, oldest first, handed to `each` at most `n` at a
+/// time: a full rebuild then holds one batch of bodies, not all of them (at 100k articles
+/// that was most of its peak memory).
+pub fn in_batches<E: From<rusqlite::Error>>(
+    conn: &Connection,
+    kind: Kind,
+    n: usize,
+    mut each: impl FnMut(Vec<DocRow>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {FULL_COLS} FROM docs d WHERE d.kind = ?1 ORDER BY d.published_at, d.slug"
+    ))?;
+    let mut rows = stmt.query_map([kind.as_str()], from_row)?;
+    loop {
+        let batch = rows
+            .by_ref()
+            .take(n.max(1))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        each(batch)?;
+    }
+}
+
+/// How many documents of `kind` the store holds.
+pub fn count_of_kind(conn: &Connection, kind: Kind) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM docs WHERE kind = ?1",
+        [kind.as_str()],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.max(0) as u64)
+}
+
 /// Slugs of every document, oldest first.
 pub fn all_slugs(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     conn.prepare("SELECT slug FROM docs ORDER BY kind, published_at, slug")?
@@ -640,6 +675,41 @@ mod tests {
             get(&conn, "a"),
             Err(rusqlite::Error::FromSqlConversionFailure(7, _, _))
         ));
+    }
+
+    #[test]
+    fn batches_hold_every_document_of_the_kind_once_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(dir.path()).unwrap();
+        for i in 0..7 {
+            let mut d = row(format!("s{i}"), 100 - i, &[]);
+            d.body = format!("body {i}");
+            put(&conn, &d).unwrap();
+        }
+        let mut page = row("about".into(), 1, &[]);
+        page.kind = Kind::Page;
+        put(&conn, &page).unwrap();
+        let mut seen = Vec::new();
+        in_batches(&conn, Kind::Article, 3, |b| {
+            seen.push(
+                b.iter()
+                    .map(|d| (d.slug.clone(), d.body.clone()))
+                    .collect::<Vec<_>>(),
+            );
+            Ok::<_, rusqlite::Error>(())
+        })
+        .unwrap();
+        let want = |i: i64| (format!("s{i}"), format!("body {i}"));
+        assert_eq!(
+            seen,
+            vec![
+                vec![want(6), want(5), want(4)],
+                vec![want(3), want(2), want(1)],
+                vec![want(0)]
+            ]
+        );
+        assert_eq!(count_of_kind(&conn, Kind::Article).unwrap(), 7);
+        assert_eq!(count_of_kind(&conn, Kind::Page).unwrap(), 1);
     }
 
     #[test]
