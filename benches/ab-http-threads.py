@@ -7,7 +7,8 @@ article page nearest 10 KB, a mix of 1,000 article pages, a 5 MB file. Prints ev
 the median req/s and p99 of each server and request.
 
 Usage: benches/ab-http-threads.py ROUNDS WORK N[,FLAG...] [N[,FLAG...]...]
-  each variant is a thread count and extra `tamizdat-mirror run` flags, e.g. `1 1,--no-sendfile`;
+  each variant is a thread count and extra `tamizdat-mirror run` flags, e.g. `1 1,--no-sendfile`
+  (`env:NAME=VALUE` sets a variable in the mirror's environment instead);
   WORK/site is the tree (e.g. `tamizdat-bench gen WORK/site --articles 10000`); the
   mirror's root and state stay under WORK. BIN (default target/release) holds the binaries.
   Needs nginx and wrk (benches/install-anchors.sh) and ports 7410-7413 free."""
@@ -21,7 +22,9 @@ procs = []
 
 def spawn(name, args):
     log = open(f"{W}/{name}.log", "w")
-    p = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+    env = dict(os.environ, **dict(a[4:].split("=", 1) for a in args if a.startswith("env:")))
+    args = [a for a in args if not a.startswith("env:")]
+    p = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, env=env)
     procs.append(p)
     return p
 
