@@ -164,16 +164,27 @@ impl Held {
         }
     }
 
-    /// Closes the held files on a thread of their own.
+    /// Closes the held files on the one thread that does that for every changeset (started
+    /// on first use), not on a thread per changeset.
     pub fn close_later(self) {
+        use std::sync::mpsc::{channel, Sender};
+        use std::sync::OnceLock;
+        static CLOSER: OnceLock<Option<Sender<Vec<fs::File>>>> = OnceLock::new();
         if self.0.is_empty() {
             return;
         }
-        let files = self.0;
-        // Were no thread to be had, the files would be closed here, as the closure drops.
-        let _ = std::thread::Builder::new()
-            .name("close-replaced".into())
-            .spawn(move || drop(files));
+        let closer = CLOSER.get_or_init(|| {
+            let (tx, rx) = channel::<Vec<fs::File>>();
+            std::thread::Builder::new()
+                .name("close-replaced".into())
+                .spawn(move || rx.into_iter().for_each(drop))
+                .ok()
+                .map(|_| tx)
+        });
+        // Were no thread to be had, the files are closed here, as they drop.
+        if let Some(tx) = closer {
+            let _ = tx.send(self.0);
+        }
     }
 }
 
@@ -257,6 +268,34 @@ mod tests {
         assert_eq!(held.0[0].metadata().unwrap().nlink(), 0);
         assert_eq!(fs::read(&page).unwrap(), b"new page");
         held.close_later();
+    }
+
+    #[test]
+    fn files_closed_later_are_closed_for_every_changeset() {
+        let (_d, root, _outside) = root_and_outside();
+        // Descriptors of this process open on `name`'s (unlinked) inode.
+        let open_on = |name: &str| {
+            fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .filter(|t| t.to_string_lossy().contains(name))
+                .count()
+        };
+        for changeset in 0..3 {
+            let name = format!("closed-later-{changeset}");
+            let f = root.join(&name);
+            fs::write(&f, b"old").unwrap();
+            let mut held = Held::default();
+            held.hold(&f);
+            fs::remove_file(&f).unwrap();
+            assert_eq!(open_on(&name), 1);
+            held.close_later();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while open_on(&name) > 0 {
+                assert!(std::time::Instant::now() < deadline, "{name} never closed");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 
     #[test]
