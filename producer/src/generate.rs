@@ -257,12 +257,12 @@ fn doc_html(theme: &Theme, info: &SiteInfo, doc: &DocRow) -> Result<Vec<u8>, Pub
     Ok(html.into_bytes())
 }
 
-/// Rebuilds the whole site. Listings are streamed in one ordered pass each instead of one
-/// query per page, and pages are rendered, compressed and written on every core.
 /// Documents rendered per batch by [`render_all`]: enough to keep every core busy, few enough
 /// that their bodies are a small part of the rebuild's memory.
 const RENDER_BATCH: usize = 2048;
 
+/// Rebuilds the whole site. Listings are streamed in one ordered pass each instead of one
+/// query per page, and pages are rendered, compressed and written on every core.
 pub(crate) fn render_all(
     site: &mut Site,
     started: Instant,

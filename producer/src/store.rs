@@ -509,18 +509,20 @@ pub fn all_tags(conn: &Connection) -> rusqlite::Result<Vec<String>> {
         .collect()
 }
 
-/// Every document of a kind, oldest first (for full rebuilds and the sitemap of pages).
+/// The documents of kind `?1`, oldest first.
+fn of_kind_sql(cols: &str) -> String {
+    format!("SELECT {cols} FROM docs d WHERE d.kind = ?1 ORDER BY d.published_at, d.slug")
+}
+
+/// Every document of a kind, oldest first (the sitemap of pages; the benchmarks' seeding).
 pub fn all_of_kind(
     conn: &Connection,
     kind: Kind,
     with_body: bool,
 ) -> rusqlite::Result<Vec<DocRow>> {
-    let cols = cols(with_body);
-    conn.prepare(&format!(
-        "SELECT {cols} FROM docs d WHERE d.kind = ?1 ORDER BY d.published_at, d.slug"
-    ))?
-    .query_map([kind.as_str()], from_row)?
-    .collect()
+    conn.prepare(&of_kind_sql(cols(with_body)))?
+        .query_map([kind.as_str()], from_row)?
+        .collect()
 }
 
 /// Every document of `kind` with its body, oldest first, handed to `each` at most `n` at a
@@ -532,9 +534,7 @@ pub fn in_batches<E: From<rusqlite::Error>>(
     n: usize,
     mut each: impl FnMut(Vec<DocRow>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {FULL_COLS} FROM docs d WHERE d.kind = ?1 ORDER BY d.published_at, d.slug"
-    ))?;
+    let mut stmt = conn.prepare(&of_kind_sql(FULL_COLS))?;
     let mut rows = stmt.query_map([kind.as_str()], from_row)?;
     loop {
         let batch = rows

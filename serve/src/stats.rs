@@ -74,15 +74,15 @@ impl ServeStats {
         self.hot_hits.load(Relaxed)
     }
 
+    /// Lookups that had to open the file (not cached, or due for revalidation).
+    pub fn hot_misses(&self) -> u64 {
+        self.hot_misses.load(Relaxed)
+    }
+
     /// Body bytes that went from the page cache to the socket with sendfile, never copied
     /// into the server's memory (part of [`body_bytes`](Self::body_bytes)).
     pub fn sendfile_bytes(&self) -> u64 {
         self.sendfile_bytes.load(Relaxed)
-    }
-
-    /// Lookups that had to open the file (not cached, or due for revalidation).
-    pub fn hot_misses(&self) -> u64 {
-        self.hot_misses.load(Relaxed)
     }
 }
 

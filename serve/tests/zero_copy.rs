@@ -27,7 +27,7 @@ fn kernel_has_cachestat() -> bool {
     (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 5)
 }
 
-/// Splits `raw` into `(status, headers, body)` responses by their `Content-Length`.
+/// Splits `raw` into its responses, each body as long as its `Content-Length`.
 fn responses(mut raw: &[u8]) -> Vec<Resp> {
     let mut out = Vec::new();
     while !raw.is_empty() {
