@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tamizdat_protocol::{
     encode, sign, Blob, Changeset, Chunk, ContentHash, ErrorCode, Fingerprint, Link, Message, Mode,
     Op, OpsDigest, Proof, SiteId, SiteKey, SitePath, Statement, Welcome, GENESIS, HASHES_PER_NEED,
-    INLINE_LIMIT, OPS_PER_FRAME,
+    INLINE_LIMIT, OPS_PER_FRAME, WANT_WINDOW,
 };
 use tamizdat_serve::Site;
 use tokio::sync::{mpsc, oneshot};
@@ -153,6 +153,10 @@ struct Conn {
     gone: HashSet<ContentHash>,
     /// What the front changeset still waits for, and what of it has arrived.
     front: Option<Front>,
+    /// Where `request_missing` stopped when `wanted` was full ([`WANT_WINDOW`]): the
+    /// changeset and the first of its ops not yet looked at. Everything from there on is
+    /// still to be asked for.
+    ask_from: Option<(u64, usize)>,
     /// The full resync that may publish its files as their bytes arrive ([`EARLY_BATCH`]).
     early_seq: Option<u64>,
     /// Blobs pushed ahead of the changeset that needs them, and their bytes.
@@ -215,6 +219,17 @@ fn root_is_fresh(root: &Path) -> Result<bool, EngineError> {
         }
     }
     Ok(true)
+}
+
+/// Where [`Engine::request_missing`] starts looking.
+#[derive(Clone, Copy, PartialEq)]
+enum Ask {
+    /// At the changeset just queued, unless an earlier walk stopped short of it.
+    Newest,
+    /// At the front of the queue: something counted on went missing.
+    All,
+    /// Where the last walk stopped, if it did: requested bytes arrived.
+    More,
 }
 
 /// Up to this many ops, a publish tells the server each path it changed; more, the root.
@@ -334,6 +349,7 @@ impl Engine {
             pushed: HashSet::new(),
             pushed_bytes: 0,
             front: None,
+            ask_from: None,
             early_seq: None,
         });
         Ok(())
@@ -404,6 +420,7 @@ impl Engine {
                 }
                 self.stage.abandon(&hash);
                 conn.gone.insert(hash);
+                self.request_missing(Ask::More)?;
                 self.try_apply()
             }
             other => Err(peer(
@@ -506,7 +523,7 @@ impl Engine {
             }
             debug!(seq = cs.seq, ops = cs.ops.len(), kind = ?cs.kind, "changeset received");
             conn.queue.push_back(cs);
-            self.request_missing(true)?;
+            self.request_missing(Ask::Newest)?;
             self.try_apply()?;
         }
         Ok(())
@@ -535,6 +552,7 @@ impl Engine {
         };
         self.stage.whole_exact(&b, size)?;
         conn.arrived(&b.hash, true);
+        self.request_missing(Ask::More)?;
         self.try_apply()
     }
 
@@ -545,13 +563,16 @@ impl Engine {
         };
         if self.stage.piece(&c, size)? {
             conn.arrived(&c.hash, true);
+            self.request_missing(Ask::More)?;
             self.try_apply()?;
         }
         Ok(())
     }
 
     /// Asks for every hash a queued changeset needs that is not here, not asked for yet, and
-    /// not gone; with `newest_only`, only for the changeset just queued. The ones before it
+    /// not gone, in queue order, until [`WANT_WINDOW`] are outstanding; then it notes where
+    /// it stopped (`ask_from`) and goes on from there as bytes arrive ([`Ask::More`]). With
+    /// [`Ask::Newest`], only from the changeset just queued. The ones before it
     /// were looked at when they arrived, and what they need that has gone missing since
     /// (a file they would copy from was replaced) is found by `plan`, which asks again for the
     /// whole queue: a live edit queued behind a 100,000-file full resync costs its own ops,
@@ -561,7 +582,7 @@ impl Engine {
     /// [`HASHES_PER_NEED`]: a set of the hashes seen and a list of those needed, each an
     /// entry per file of a full resync, were 13 MB of a fresh mirror's heap peak at 100,000
     /// files (heaptrack).
-    fn request_missing(&mut self, newest_only: bool) -> Result<(), EngineError> {
+    fn request_missing(&mut self, ask: Ask) -> Result<(), EngineError> {
         let Self {
             conn,
             stage,
@@ -571,17 +592,31 @@ impl Engine {
             ..
         } = self;
         let conn = conn.as_mut().expect("connected");
-        let skip = if newest_only {
-            conn.queue.len().saturating_sub(1)
-        } else {
-            0
+        let start = match (ask, conn.ask_from) {
+            (Ask::All, _) => conn.queue.front().map(|cs| (cs.seq, 0)),
+            (_, Some(at)) => Some(at),
+            (Ask::Newest, None) => conn.queue.back().map(|cs| (cs.seq, 0)),
+            (Ask::More, None) => None,
         };
+        let Some((from_seq, from_op)) = start else {
+            return Ok(());
+        };
+        if ask == Ask::More && conn.wanted.len() + HASHES_PER_NEED > WANT_WINDOW {
+            return Ok(()); // asks again when a whole Need's worth has arrived
+        }
+        conn.ask_from = None;
+        let skip = conn.queue.iter().take_while(|cs| cs.seq < from_seq).count();
         let mut need: Vec<ContentHash> = Vec::new();
         let front = conn.front.as_mut().map(|f| (f.seq, &mut f.waiting));
         let (front_seq, mut front_waiting) = front.unzip();
-        for cs in conn.queue.iter().skip(skip) {
+        'walk: for cs in conn.queue.iter().skip(skip) {
             let waits = front_seq == Some(cs.seq);
-            for (i, op) in cs.ops.iter().enumerate() {
+            let first = if cs.seq == from_seq { from_op } else { 0 };
+            for (i, op) in cs.ops.iter().enumerate().skip(first) {
+                if conn.wanted.len() >= WANT_WINDOW {
+                    conn.ask_from = Some((cs.seq, i));
+                    break 'walk;
+                }
                 let Op::Put {
                     path, hash, size, ..
                 } = op
@@ -642,7 +677,7 @@ impl Engine {
             if conn.queue.is_empty() {
                 return Ok(());
             }
-            if !conn.wanted.is_empty() && self.waits_on_wanted() {
+            if (!conn.wanted.is_empty() || conn.ask_from.is_some()) && self.waits_on_wanted() {
                 return self.publish_early();
             }
             // Its early batches are all in place and recorded before its end is planned.
@@ -658,7 +693,7 @@ impl Engine {
             let plan = self.plan(cs)?;
             let Some(plan) = plan else {
                 // Something it needs went missing since it was asked for: ask again.
-                self.request_missing(false)?;
+                self.request_missing(Ask::All)?;
                 return Ok(());
             };
             self.publish(plan, site)?;
@@ -683,7 +718,8 @@ impl Engine {
                 ready: Vec::new(),
             });
         }
-        conn.front.as_ref().is_some_and(|f| f.waiting > 0)
+        let unasked = conn.ask_from.is_some_and(|(seq, _)| seq <= cs.seq);
+        unasked || conn.front.as_ref().is_some_and(|f| f.waiting > 0)
     }
 
     /// While a full resync into an empty mirror still waits for bytes, hands a batch of the

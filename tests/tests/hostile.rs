@@ -111,6 +111,18 @@ fn changeset(seq: u64, base: u64, kind: Mode, ops: Vec<Op>) -> Message {
     Message::Changeset(signed_by(&site_key(), seq, base, kind, ops, prev))
 }
 
+/// A join token for mirror `m1` of the fake distributor listening on `l`.
+fn fake_token(l: &TcpListener) -> String {
+    JoinToken {
+        url: format!("ws://{}", l.local_addr().unwrap()),
+        name: "m1".into(),
+        secret: "s".into(),
+        site: SITE,
+        key: site_key().key().fingerprint(),
+    }
+    .encode()
+}
+
 /// Accepts the mirror's next connection and reads its Hello.
 async fn accept(l: &TcpListener) -> (Server, Hello) {
     let (tcp, _) = tokio::time::timeout(TIMEOUT, l.accept())
@@ -176,14 +188,7 @@ fn welcome(head: u64, mode: Mode) -> Ws {
 async fn mirror_refuses_a_hostile_distributor_and_keeps_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = JoinToken {
-        url: format!("ws://{}", l.local_addr().unwrap()),
-        name: "m1".into(),
-        secret: "s".into(),
-        site: SITE,
-        key: site_key().key().fingerprint(),
-    }
-    .encode();
+    let token = fake_token(&l);
     let outside = tmp.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
     let m = tokio::task::block_in_place(|| {
@@ -782,14 +787,7 @@ async fn serve_until_ack(ws: &mut Server, files: &[(&str, Vec<u8>)]) -> u64 {
 async fn mirror_limits_hold_at_the_limit_and_refuse_past_it() {
     let tmp = tempfile::tempdir().unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = JoinToken {
-        url: format!("ws://{}", l.local_addr().unwrap()),
-        name: "m1".into(),
-        secret: "s".into(),
-        site: SITE,
-        key: site_key().key().fingerprint(),
-    }
-    .encode();
+    let token = fake_token(&l);
     let flags = [
         "--max-changeset-files",
         "3",
@@ -911,4 +909,94 @@ async fn mirror_limits_hold_at_the_limit_and_refuse_past_it() {
         after.keys().collect::<Vec<_>>(),
         ["d1/d2/deep.html", "d1/d2/new.html"]
     );
+}
+
+/// A full resync of more files than [`WANT_WINDOW`]: the mirror asks for that many hashes,
+/// then nothing until bytes arrive, and never has more outstanding; it still gets every file,
+/// each asked for once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_asks_for_a_window_of_hashes_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = fake_token(&l);
+    let m = tokio::task::block_in_place(|| Mirror::start(tmp.path(), "m1", &token, &[]));
+
+    let files: std::collections::HashMap<ContentHash, (String, Vec<u8>)> = (0..WANT_WINDOW + 300)
+        .map(|i| {
+            let data = format!("file {i}").into_bytes();
+            (
+                ContentHash::of(&data),
+                (format!("d{}/f{i}.html", i / 1000), data),
+            )
+        })
+        .collect();
+    let ops: Vec<Op> = files.values().map(|(p, d)| put(p, d)).collect();
+    let whole = signed_by(&site_key(), 1, 0, Mode::Full, ops.clone(), GENESIS);
+    let (mut ws, _) = accept(&l).await;
+    ws.send(welcome(1, Mode::Full)).await.unwrap();
+    let frames: Vec<&[Op]> = ops.chunks(OPS_PER_FRAME).collect();
+    for (i, part) in frames.iter().enumerate() {
+        let last = i + 1 == frames.len();
+        let cs = Changeset {
+            ops: part.to_vec(),
+            last,
+            proof: if last { whole.proof } else { None },
+            ..whole.clone()
+        };
+        ws.send(frame(&Message::Changeset(cs))).await.unwrap();
+    }
+
+    let mut asked = std::collections::HashSet::new();
+    let take_need = |m: Message, asked: &mut std::collections::HashSet<ContentHash>| {
+        let Message::Need { hashes } = m else {
+            panic!("expected a Need, got {m:?}")
+        };
+        for h in &hashes {
+            assert!(files.contains_key(h), "asked for a hash of no file");
+            assert!(asked.insert(*h), "asked twice for one hash");
+        }
+        hashes
+    };
+    let mut pending = Vec::new();
+    while asked.len() < WANT_WINDOW {
+        pending.extend(take_need(next_msg(&mut ws).await, &mut asked));
+    }
+    assert_eq!(asked.len(), WANT_WINDOW, "asked past the window");
+    // Nothing more until bytes arrive (any frame here would be a Need past the window).
+    if let Ok(Some(Ok(Ws::Binary(b)))) =
+        tokio::time::timeout(Duration::from_millis(500), ws.next()).await
+    {
+        match decode(&b, MAX_FRAME_SIZE) {
+            Ok(Message::Need { hashes }) => {
+                panic!("asked for {} more with the window full", hashes.len())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    let mut answered = 0;
+    let ack = loop {
+        for h in pending.drain(..) {
+            ws.send(frame(&Message::Blob(Blob {
+                hash: h,
+                encoding: Encoding::Raw,
+                data: files[&h].1.clone(),
+            })))
+            .await
+            .unwrap();
+            answered += 1;
+        }
+        match next_msg(&mut ws).await {
+            Message::Ack { seq } => break seq,
+            need => pending.extend(take_need(need, &mut asked)),
+        }
+        assert!(
+            asked.len() - answered <= WANT_WINDOW,
+            "{} hashes outstanding",
+            asked.len() - answered
+        );
+    };
+    assert_eq!(ack, 1);
+    assert_eq!(asked.len(), files.len(), "every file asked for once");
+    assert_eq!(digest(&m.root).len(), files.len());
 }
