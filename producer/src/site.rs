@@ -13,6 +13,7 @@
 //! A crash during 3 leaves every file at its old or new version; the next start finds the
 //! pending pages and renders them, and makes the variants still due.
 
+use crate::checkpoint::{self, Checkpointer};
 use crate::cms::{Document, Kind};
 use crate::lock::WriterLock;
 use crate::output::{Batch, DirSync, Outcome, Output};
@@ -135,6 +136,9 @@ pub struct Site {
     lock: WriterLock,
     /// Makes precompressed variants after a publish returns; `None` with `--no-precompress`.
     variants: Option<Precompressor>,
+    /// Copies the store's log into the database after publishes. Declared last: dropped
+    /// after the variants worker, whose last rows it takes with it.
+    checkpointer: Checkpointer,
 }
 
 impl Site {
@@ -152,6 +156,10 @@ impl Site {
             std::sync::Mutex::new(store::open(&opts.state).with_context(|| {
                 format!("Failed to open the store in {}", opts.state.display())
             })?);
+        checkpoint::hand_over(&conn)?;
+        checkpoint::hand_over(&reader.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let checkpointer = Checkpointer::start(&opts.state)
+            .context("Failed to start the store's checkpointing thread")?;
         let theme = Theme::load(opts.theme.as_deref())?;
         let lock = WriterLock::new(&opts.state).with_context(|| {
             format!(
@@ -183,6 +191,7 @@ impl Site {
             output,
             lock,
             variants,
+            checkpointer,
         };
         site.prepare()
             .context("Failed to prepare the output tree")?;
@@ -509,6 +518,7 @@ impl Site {
         let generation: i64 = rand::random();
         let due_list: Vec<String> = due.iter().cloned().collect();
         store::finish_render(&self.conn, &due_list, generation)?;
+        self.checkpointer.nudge();
         let mut jobs = Vec::with_capacity(due.len());
         for (path, bytes, outcome) in puts {
             if due.contains(&path) {
@@ -543,7 +553,9 @@ impl Site {
     pub fn render_all(&mut self, progress: &dyn Fn(u64, u64)) -> Result<Report, PublishError> {
         let started = Instant::now();
         let _guard = self.lock.acquire().map_err(PublishError::Lock)?;
-        crate::generate::render_all(self, started, progress)
+        let report = crate::generate::render_all(self, started, progress);
+        self.checkpointer.nudge();
+        report
     }
 
     pub(crate) fn parts(&self) -> (&Connection, &Theme, &SiteInfo, &Output, &SiteOptions) {
