@@ -13,7 +13,48 @@ use crate::{feeds, markup};
 use minijinja::context;
 use rusqlite::Connection;
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// The newest [`PER_PAGE`] rows of each listing one publish renders, read once and shared by
+/// the pages that show them: a tag's index page, its feed and its last numbered page show the
+/// same newest articles, and so do the home page, the archive's index and its last page. A
+/// new article's publish read a listing's newest rows 13 times, 5 now. Both render threads
+/// use it; a listing asked for by both at once is read twice, which costs time, not
+/// correctness (the writer lock keeps the store still meanwhile).
+#[derive(Default)]
+pub(crate) struct Newest(Mutex<HashMap<Listing, Arc<Vec<DocRow>>>>);
+
+impl Newest {
+    /// Up to [`PER_PAGE`] of the newest articles of `listing`, newest first, without bodies.
+    fn rows(&self, conn: &Connection, listing: &Listing) -> rusqlite::Result<Arc<Vec<DocRow>>> {
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(listing)
+            .cloned();
+        if let Some(rows) = cached {
+            return Ok(rows);
+        }
+        let rows = Arc::new(store::newest(conn, listing, 0, PER_PAGE, false)?);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(listing.clone(), rows.clone());
+        Ok(rows)
+    }
+
+    /// The `n` newest, `n` at most [`PER_PAGE`].
+    fn first(&self, conn: &Connection, listing: &Listing, n: u64) -> rusqlite::Result<Vec<DocRow>> {
+        debug_assert!(n <= PER_PAGE);
+        let rows = self.rows(conn, listing)?;
+        Ok(rows[..rows.len().min(n as usize)].to_vec())
+    }
+}
+
+const _: () = assert!(HOME_ITEMS <= PER_PAGE && FEED_ITEMS <= PER_PAGE);
 
 #[derive(Serialize)]
 struct ListingView {
@@ -111,12 +152,14 @@ fn sitemap_chunk_path(c: u64) -> String {
     format!("sitemaps/articles-{c}.xml")
 }
 
-/// Renders one page from the store.
+/// Renders one page from the store; `newest` shares listings' newest rows between the pages
+/// of one publish.
 pub(crate) fn render_key(
     conn: &Connection,
     theme: &Theme,
     info: &SiteInfo,
     key: &PageKey,
+    newest: &Newest,
 ) -> Result<Action, PublishError> {
     Ok(match key {
         PageKey::Doc(slug) => match store::get(conn, slug)? {
@@ -125,7 +168,8 @@ pub(crate) fn render_key(
         },
         PageKey::Remove(path) => Action::Remove(path.clone()),
         PageKey::Home => {
-            let items: Vec<DocView> = store::newest(conn, &Listing::All, 0, HOME_ITEMS, false)?
+            let items: Vec<DocView> = newest
+                .first(conn, &Listing::All, HOME_ITEMS)?
                 .iter()
                 .map(view)
                 .collect();
@@ -143,7 +187,7 @@ pub(crate) fn render_key(
             if n == 0 && matches!(listing, Listing::Tag(_)) {
                 return Ok(Action::Remove(path));
             }
-            let items = store::newest(conn, listing, 0, PER_PAGE, false)?;
+            let items = newest.first(conn, listing, PER_PAGE)?;
             let page = PageInfo {
                 number: None,
                 newer_url: None,
@@ -163,7 +207,12 @@ pub(crate) fn render_key(
             }
             let lo = (p - 1) * PER_PAGE;
             let hi = (p * PER_PAGE).min(n);
-            let items = store::rank_range(conn, listing, n, (lo, hi), store::Cols::Listing)?;
+            // The last page holds the newest `hi - lo` (pages are numbered from the oldest).
+            let items = if hi == n {
+                newest.first(conn, listing, hi - lo)?
+            } else {
+                store::rank_range(conn, listing, n, (lo, hi), store::Cols::Listing)?
+            };
             let lv = listing_view(conn, listing)?;
             numbered_page(theme, info, listing, &lv, *p, n, &items)?
         }
@@ -175,7 +224,7 @@ pub(crate) fn render_key(
             }
             // Tag feeds carry summaries; the site feed carries full articles. This keeps
             // the feeds a publish rewrites (one per tag) small to render and compress.
-            let docs = store::newest(conn, &listing, 0, FEED_ITEMS, false)?;
+            let docs = newest.first(conn, &listing, FEED_ITEMS)?;
             let name = store::tag_name(conn, t)?.unwrap_or_else(|| t.clone());
             let title = format!("{}: {name}", info.title);
             let xml = feed_for(
@@ -383,7 +432,8 @@ pub(crate) fn render_all(
     // These read the store, whose connection stays on this thread.
     let mut dirs = DirSync::batch(output.root());
     for key in &keys {
-        let action = render_key(conn, theme, info, key)?;
+        // Fresh for each key: shared across a thousand tags it would hold all their rows.
+        let action = render_key(conn, theme, info, key, &Newest::default())?;
         apply(output, action, &mut report, &mut dirs)?;
     }
     dirs.finish()?;

@@ -430,6 +430,7 @@ impl Site {
         let t_render = Instant::now();
         let keys: Vec<&PageKey> = keys.iter().collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
+        let newest = crate::generate::Newest::default();
         let (theme, info, output) = (&self.theme, &self.info, &self.output);
         let work = |conn: &Connection| -> Result<Vec<Done>, PublishError> {
             let mut done = Vec::new();
@@ -439,7 +440,7 @@ impl Site {
                     return Ok(done);
                 };
                 let t = Instant::now();
-                let action = crate::generate::render_key(conn, theme, info, key)?;
+                let action = crate::generate::render_key(conn, theme, info, key, &newest)?;
                 let rendered = t.elapsed();
                 let mut batch = Batch::default();
                 let page = match action {
