@@ -1,6 +1,6 @@
 //! Atom feeds and sitemaps: XML written directly, every field escaped.
 
-use crate::render::iso;
+use crate::render::{iso, push_iso};
 use crate::store::DocRow;
 use std::fmt::Write;
 
@@ -8,19 +8,41 @@ use std::fmt::Write;
 /// XML 1.0 does not allow at all (most C0 controls).
 pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
+    push_xml_escaped(&mut out, s);
     out
+}
+
+/// Appends [`xml_escape`] of `s` to `out`, copying the runs between special characters
+/// whole. Every character it changes or drops starts with a byte below 0x20, one of the five
+/// ASCII specials, or 0xEF (U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8).
+pub fn push_xml_escaped(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let (replace, len): (&str, usize) = match bytes[i] {
+            b'&' => ("&amp;", 1),
+            b'<' => ("&lt;", 1),
+            b'>' => ("&gt;", 1),
+            b'"' => ("&quot;", 1),
+            b'\'' => ("&apos;", 1),
+            b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b if b < 0x20 => ("", 1),
+            0xEF if matches!(bytes.get(i + 1..i + 3), Some([0xBF, 0xBE | 0xBF])) => ("", 3),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push_str(&s[from..i]);
+        out.push_str(replace);
+        i += len;
+        from = i;
+    }
+    out.push_str(&s[from..]);
 }
 
 /// What a feed is about.
@@ -99,9 +121,13 @@ pub fn urlset(urls: impl IntoIterator<Item = (String, Option<i64>)>) -> String {
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n",
     );
     for (loc, lastmod) in urls {
-        let _ = write!(x, "<url><loc>{}</loc>", xml_escape(&loc));
+        x.push_str("<url><loc>");
+        push_xml_escaped(&mut x, &loc);
+        x.push_str("</loc>");
         if let Some(t) = lastmod {
-            let _ = write!(x, "<lastmod>{}</lastmod>", iso(t));
+            x.push_str("<lastmod>");
+            push_iso(&mut x, t);
+            x.push_str("</lastmod>");
         }
         x.push_str("</url>\n");
     }
@@ -115,7 +141,9 @@ pub fn sitemap_index(locs: impl IntoIterator<Item = String>) -> String {
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<sitemapindex xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n",
     );
     for loc in locs {
-        let _ = writeln!(x, "<sitemap><loc>{}</loc></sitemap>", xml_escape(&loc));
+        x.push_str("<sitemap><loc>");
+        push_xml_escaped(&mut x, &loc);
+        x.push_str("</loc></sitemap>\n");
     }
     x.push_str("</sitemapindex>\n");
     x
@@ -131,5 +159,48 @@ mod tests {
             xml_escape("<a href=\"x\">T&J's</a>\u{1}"),
             "&lt;a href=&quot;x&quot;&gt;T&amp;J&apos;s&lt;/a&gt;"
         );
+        assert_eq!(
+            xml_escape("a\tb\nc\rd\u{0}e\u{1f}f\u{FFFE}g\u{FFFF}h\u{FFFD}i\u{FEFF}j€"),
+            "a\tb\nc\rdefgh\u{FFFD}i\u{FEFF}j€"
+        );
+    }
+
+    #[test]
+    fn escape_byte_by_byte_matches_char_by_char() {
+        // The rule as written first, one char at a time, against every char class.
+        fn by_char(s: &str) -> String {
+            let mut out = String::new();
+            for c in s.chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '"' => out.push_str("&quot;"),
+                    '\'' => out.push_str("&apos;"),
+                    '\t' | '\n' | '\r' => out.push(c),
+                    c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        let alphabet: Vec<char> = (0u32..0x80)
+            .chain([
+                0xE9, 0x20AC, 0xFEFF, 0xFFFD, 0xFFFE, 0xFFFF, 0xEFBF, 0x1F600,
+            ])
+            .filter_map(char::from_u32)
+            .collect();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            let s: String = (0..(seed % 24))
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    alphabet[(seed >> 33) as usize % alphabet.len()]
+                })
+                .collect();
+            assert_eq!(xml_escape(&s), by_char(&s), "{s:?}");
+        }
     }
 }

@@ -202,6 +202,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<DocRow> {
             rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
         };
         let s = r.get_ref(i)?.as_str().map_err(|e| fail(e.into()))?;
+        // Most rows' authors, extra or tags are empty, and every sitemap row's are: the
+        // empty value of any of these types, as parsing gives.
+        if s == "[]" || s == "{}" {
+            return Ok(T::default());
+        }
         match serde_json::from_str(s) {
             Ok(v) => Ok(v),
             Err(e) if e.is_data() => Ok(T::default()),
