@@ -14,8 +14,9 @@
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tamizdat_protocol::{ContentHash, Link, Op, SiteId, SitePath, GENESIS};
+use tamizdat_sqlite::{hand_over, Checkpointer};
 
 const SCHEMA_VERSION: i64 = 1;
 const DB_FILE: &str = "index.db";
@@ -79,6 +80,9 @@ pub enum RowChange {
 pub struct Index {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
+    /// Copies the log into the database after commits, so that no changeset's commit (which
+    /// comes before it is sent) waits for a checkpoint.
+    checkpointer: Arc<Checkpointer>,
 }
 
 /// Page cache of the one writer (the journal), in KiB.
@@ -98,6 +102,7 @@ fn open(path: &Path, cache_kib: i64) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "wal")?;
     conn.pragma_update(None, "synchronous", "full")?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;
+    hand_over(&conn)?;
     Ok(conn)
 }
 
@@ -164,9 +169,12 @@ impl Index {
                 path.display()
             ),
         }
+        let checkpointer = Checkpointer::start(&path)
+            .context("Failed to start the index's checkpointing thread")?;
         Ok(Self {
             path,
             readers: Mutex::new(vec![conn]),
+            checkpointer: Arc::new(checkpointer),
         })
     }
 
@@ -181,6 +189,9 @@ impl Index {
         if pool.len() < 4 {
             pool.push(conn);
         }
+        // It may have written (mirrors' progress every few seconds, enrolments): without a
+        // nudge, an idle distributor's log would only grow.
+        self.checkpointer.nudge();
         out
     }
 
@@ -188,6 +199,7 @@ impl Index {
     pub fn writer(&self) -> Result<Writer> {
         Ok(Writer {
             conn: open(&self.path, WRITER_CACHE_KIB)?,
+            checkpointer: self.checkpointer.clone(),
         })
     }
 
@@ -348,6 +360,7 @@ fn hash_col(b: &[u8]) -> Result<ContentHash> {
 /// The journal's own connection: the only one that writes files and changesets.
 pub struct Writer {
     conn: Connection,
+    checkpointer: Arc<Checkpointer>,
 }
 
 impl Writer {
@@ -357,7 +370,10 @@ impl Writer {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(Txn { tx })
+        Ok(Txn {
+            tx,
+            checkpointer: &self.checkpointer,
+        })
     }
 
     pub fn head(&self) -> Result<(u64, u64)> {
@@ -387,6 +403,7 @@ impl Writer {
             [new as i64],
         )?;
         tx.commit()?;
+        self.checkpointer.nudge();
         Ok(n as u64)
     }
 }
@@ -394,6 +411,7 @@ impl Writer {
 /// One batch's write transaction.
 pub struct Txn<'a> {
     tx: rusqlite::Transaction<'a>,
+    checkpointer: &'a Checkpointer,
 }
 
 impl Txn<'_> {
@@ -548,7 +566,9 @@ impl Txn<'_> {
         }
         self.tx
             .commit()
-            .context("Failed to commit a changeset to the index")
+            .context("Failed to commit a changeset to the index")?;
+        self.checkpointer.nudge();
+        Ok(())
     }
 }
 

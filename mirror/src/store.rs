@@ -11,14 +11,20 @@
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
+use std::sync::Arc;
 use tamizdat_protocol::{
     ContentHash, Fingerprint, Link, Op, SiteId, SiteKey, SitePath, Trust, GENESIS,
 };
+use tamizdat_sqlite::{hand_over, Checkpointer};
 
 const SCHEMA_VERSION: i64 = 1;
+const DB_FILE: &str = "mirror.db";
 
 pub struct Store {
     conn: Connection,
+    /// Copies the log into the database after commits, so that no commit (the one before an
+    /// ack, above all) waits for a checkpoint: shared with [`Store::reopen`]'s connections.
+    checkpointer: Arc<Checkpointer>,
 }
 
 /// What the mirror serves at one path.
@@ -32,39 +38,13 @@ pub struct Held {
 
 impl Store {
     pub fn open(state: &Path) -> Result<Self> {
-        std::fs::create_dir_all(state)
-            .with_context(|| format!("Failed to create state directory {}", state.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700));
-        }
-        let path = state.join("mirror.db");
-        let conn = Connection::open(&path)
-            .with_context(|| format!("Failed to open {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "wal")?;
-        conn.pragma_update(None, "synchronous", "full")?;
-        // 512 KiB of page cache, not SQLite's 2 MB default, for each of the (up to two)
-        // connections: the pages it would keep are in the kernel's page cache anyway.
-        conn.pragma_update(None, "cache_size", -512)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);
-             CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, hash BLOB NOT NULL,
-                size INTEGER NOT NULL, mode INTEGER NOT NULL, mtime INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
-             CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY CHECK (id = 1),
-                seq INTEGER NOT NULL, site BLOB NOT NULL, frame BLOB NOT NULL);
-             INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1), ('applied', 0);",
-        )
-        .context("Failed to create the mirror's schema")?;
-        let v: i64 = conn.query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
-            r.get(0)
-        })?;
-        anyhow::ensure!(
-            v == SCHEMA_VERSION,
-            "state schema {v} is not known to this build ({SCHEMA_VERSION})"
-        );
-        Ok(Self { conn })
+        let conn = open_conn(state)?;
+        let checkpointer = Checkpointer::start(&state.join(DB_FILE))
+            .context("Failed to start the state database's checkpointing thread")?;
+        Ok(Self {
+            conn,
+            checkpointer: Arc::new(checkpointer),
+        })
     }
 
     pub fn applied(&self) -> Result<u64> {
@@ -163,7 +143,10 @@ impl Store {
         let state = Path::new(path)
             .parent()
             .context("the state database has no directory")?;
-        Store::open(state)
+        Ok(Store {
+            conn: open_conn(state)?,
+            checkpointer: self.checkpointer.clone(),
+        })
     }
 
     /// True when no file is recorded at all (a new mirror, or one reset for a full resync).
@@ -284,6 +267,7 @@ impl Store {
         tx.execute("DELETE FROM pending", [])?;
         tx.commit()
             .context("Failed to record the applied changeset")?;
+        self.checkpointer.nudge();
         Ok(())
     }
 
@@ -318,6 +302,7 @@ impl Store {
             }
         }
         tx.commit()?;
+        self.checkpointer.nudge();
         Ok(())
     }
 
@@ -327,6 +312,45 @@ impl Store {
             "DELETE FROM files; DELETE FROM pending; UPDATE meta SET value = 0 WHERE key = 'applied';
              DELETE FROM meta WHERE key IN ('site', 'link');",
         )?;
+        self.checkpointer.nudge();
         Ok(())
     }
+}
+
+/// Opens the state database, creating its directory (owner-only) and schema.
+fn open_conn(state: &Path) -> Result<Connection> {
+    std::fs::create_dir_all(state)
+        .with_context(|| format!("Failed to create state directory {}", state.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o700));
+    }
+    let path = state.join(DB_FILE);
+    let conn =
+        Connection::open(&path).with_context(|| format!("Failed to open {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "wal")?;
+    conn.pragma_update(None, "synchronous", "full")?;
+    // 512 KiB of page cache, not SQLite's 2 MB default, for each of the (up to two)
+    // connections: the pages it would keep are in the kernel's page cache anyway.
+    conn.pragma_update(None, "cache_size", -512)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);
+         CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, hash BLOB NOT NULL,
+            size INTEGER NOT NULL, mode INTEGER NOT NULL, mtime INTEGER NOT NULL);
+         CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
+         CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL, site BLOB NOT NULL, frame BLOB NOT NULL);
+         INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1), ('applied', 0);",
+    )
+    .context("Failed to create the mirror's schema")?;
+    let v: i64 = conn.query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+        r.get(0)
+    })?;
+    anyhow::ensure!(
+        v == SCHEMA_VERSION,
+        "state schema {v} is not known to this build ({SCHEMA_VERSION})"
+    );
+    hand_over(&conn)?;
+    Ok(conn)
 }

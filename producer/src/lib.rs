@@ -10,7 +10,7 @@
 //! - [`cms`]: the document format and its validation (publish events in).
 //! - [`frontmatter`]: Markdown files with TOML or YAML front matter.
 //! - [`markup`]: Markdown to HTML, sanitising, summaries.
-//! - [`store`]: the SQLite store; [`checkpoint`]: its log copied into it off the publish path.
+//! - [`store`]: the SQLite store.
 //! - [`pages`]: page keys, paths, and the pagination scheme.
 //! - [`render`]: themes and templates.
 //! - [`feeds`]: Atom and sitemap XML.
@@ -23,7 +23,6 @@
 //! - [`watch`]: re-render a directory of Markdown files on save.
 //! - [`synthetic`]: a generated newsroom for the benchmarks.
 
-pub mod checkpoint;
 pub mod cms;
 pub mod feeds;
 pub mod frontmatter;

@@ -109,6 +109,11 @@ pub struct DocRow {
 
 const FILE: &str = "producer.sqlite3";
 
+/// The store's database file.
+pub fn db_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join(FILE)
+}
+
 /// The store's write-ahead log. A commit is written there (`synchronous = NORMAL`, no fsync
 /// of its own); a publish makes it durable in the same barrier as its pages.
 pub fn wal_path(state_dir: &Path) -> std::path::PathBuf {
@@ -117,7 +122,7 @@ pub fn wal_path(state_dir: &Path) -> std::path::PathBuf {
 
 /// Opens (and creates or migrates) the store in `state_dir`.
 pub fn open(state_dir: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(state_dir.join(FILE))?;
+    let conn = Connection::open(db_path(state_dir))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;

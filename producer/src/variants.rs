@@ -49,7 +49,7 @@ impl Precompressor {
         let lock = WriterLock::new(state)?;
         let conn = store::open(state)?;
         // The site's checkpointer copies the log into the database, not this worker's commits.
-        crate::checkpoint::hand_over(&conn)?;
+        tamizdat_sqlite::hand_over(&conn)?;
         let (tx, rx) = mpsc::channel::<Vec<Job>>();
         let queued = Arc::new((Mutex::new(0usize), Condvar::new()));
         let q = queued.clone();
