@@ -1355,14 +1355,18 @@ fn execute(
     let gate = rt.block_on(site.publish(changed));
     for (op, src) in ops.iter().zip(sources) {
         match op {
-            Op::Put { path, hash, .. } => {
+            Op::Put {
+                path, hash, size, ..
+            } => {
                 let Some(src) = src else { continue };
                 let full = ancestors.prepare_parent(root, path)?;
                 if fsops::clear_for_rename(&full, &mut held)? {
                     ancestors.forget();
                 }
                 std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
-                let _ = site.set_hash(path.as_str(), &hash.to_hex());
+                if site.wants_hash(*size) {
+                    let _ = site.set_hash(path.as_str(), &hash.to_hex());
+                }
                 dirs.insert(full.parent().unwrap_or(root).to_path_buf());
             }
             Op::Delete { path } => {

@@ -185,6 +185,16 @@ async fn hash_hints_are_used() {
         Some(format!("\"{hint}\"").as_str())
     );
     assert!(s.site.set_hash("clip.bin", "xyz").is_err());
+    // Only a file the hot cache would not take is hashed on its own, so only it wants a hint;
+    // with the hot cache off, every file does.
+    assert!(s.site.wants_hash(100) && s.site.wants_hash(17));
+    assert!(!s.site.wants_hash(16) && !s.site.wants_hash(0));
+    let off = start(ServeOptions {
+        hot_cache_bytes: 0,
+        ..ServeOptions::default()
+    })
+    .await;
+    assert!(off.site.wants_hash(0) && off.site.wants_hash(1 << 30));
 }
 
 /// Without a publish (someone edits the tree by hand), a cached entry is still revalidated
