@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tamizdat_protocol::{
     encode, sign, Blob, Changeset, Chunk, ContentHash, ErrorCode, Fingerprint, Link, Message, Mode,
-    Op, OpsDigest, Proof, SiteId, SiteKey, SitePath, Statement, Welcome, GENESIS, HASHES_PER_NEED,
-    INLINE_LIMIT, OPS_PER_FRAME, WANT_WINDOW,
+    Op, OpsDigest, Proof, SiteId, SiteKey, SitePath, Statement, Welcome, GENESIS, INLINE_LIMIT,
+    OPS_PER_FRAME, WANT_WINDOW,
 };
 use tamizdat_serve::Site;
 use tokio::sync::{mpsc, oneshot};
@@ -352,8 +352,15 @@ enum Ask {
     More,
 }
 
+/// Hashes asked for in one `Need`: half the window, so the next is asked for while the
+/// bytes of the one before arrive.
+const NEED_AT_ONCE: usize = WANT_WINDOW / 2;
+const _: () = assert!(NEED_AT_ONCE <= tamizdat_protocol::HASHES_PER_NEED);
+
 /// Up to this many ops, a publish tells the server each path it changed; more, the root.
-const INVALIDATE_EACH: usize = 4096;
+/// (A fresh mirror's early batches of 4,096 named every path: the list and the set the
+/// server made of it were 1 MB of its heap peak; its caches hold nothing yet anyway.)
+const INVALIDATE_EACH: usize = 1024;
 
 /// Pushed blobs accepted ahead of one changeset, at most.
 pub const MAX_PUSHED: usize = 4096;
@@ -734,7 +741,7 @@ impl Engine {
     /// not another 100,000 lookups.
     ///
     /// Each hash goes into `wanted` as it is found, and out in a `Need` every
-    /// [`HASHES_PER_NEED`]: a set of the hashes seen and a list of those needed, each an
+    /// [`NEED_AT_ONCE`]: a set of the hashes seen and a list of those needed, each an
     /// entry per file of a full resync, were 13 MB of a fresh mirror's heap peak at 100,000
     /// files (heaptrack).
     fn request_missing(&mut self, ask: Ask) -> Result<(), EngineError> {
@@ -756,7 +763,7 @@ impl Engine {
         let Some((from_seq, from_op)) = start else {
             return Ok(());
         };
-        if ask == Ask::More && conn.wanted.len() + HASHES_PER_NEED > WANT_WINDOW {
+        if ask == Ask::More && conn.wanted.len() + NEED_AT_ONCE > WANT_WINDOW {
             return Ok(()); // asks again when a whole Need's worth has arrived
         }
         conn.ask_from = None;
@@ -820,7 +827,7 @@ impl Engine {
                     *n += 1;
                 }
                 need.push(*hash);
-                if need.len() == HASHES_PER_NEED {
+                if need.len() == NEED_AT_ONCE {
                     let _ = out.send(Output::Send(Message::Need {
                         hashes: std::mem::take(&mut need),
                     }));
