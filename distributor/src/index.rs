@@ -85,8 +85,12 @@ pub struct Index {
     checkpointer: Arc<Checkpointer>,
 }
 
-/// Page cache of the one writer (the journal), in KiB.
-const WRITER_CACHE_KIB: i64 = 2048;
+/// Page cache of the one writer (the journal), in KiB. Its pages are in the kernel's page
+/// cache anyway; at 2 MiB it filled through the harness's edits and bursts after the initial
+/// sync, and with the blob cache at 2 MiB the distributor peaked at 33.9-35.7 MB at 100k
+/// files in seven harness runs; with 512 KiB and 1 MiB, 27.0 and 27.6 MB in two (issue 2
+/// allows 32), the edits' latency and the bursts within the spread of those runs.
+const WRITER_CACHE_KIB: i64 = 512;
 
 /// Page cache of each pooled reader, in KiB. Readers look paths up by hash while a mirror's
 /// bytes are packed, one random descent each, which no cache this size holds at 100,000

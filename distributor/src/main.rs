@@ -173,11 +173,13 @@ enum MirrorCmd {
 }
 
 /// Packed bytes of recently changed small files kept for the sessions to push. A live edit
-/// needs them for the few milliseconds until every session has sent its changeset, and a
-/// 200-file burst is about 1.6 MB packed. At 8 MiB the cache filled through the harness's
-/// edits and bursts and the distributor peaked at 48.8-50.7 MB at 100k files; at 2 MiB,
-/// 35.4 MB, with the burst's median within the spread of those runs (BENCHMARKS.md run 12).
-const BLOB_CACHE_BYTES: usize = 2 << 20;
+/// needs them for the few milliseconds until every session has sent its changeset; a
+/// 200-file burst is about 1.6 MB packed, so part of a burst is read again from the page
+/// cache. At 8 MiB the cache filled through the harness's edits and bursts and the
+/// distributor peaked at 48.8-50.7 MB at 100k files; at 2 MiB, 33.9-35.7 MB; at 1 MiB (with
+/// the journal's SQLite cache at 512 KiB), 27.0-27.6 MB, the bursts' median within the
+/// spread of the runs before (BENCHMARKS.md runs 12 and 16).
+const BLOB_CACHE_BYTES: usize = 1 << 20;
 
 fn parse_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
