@@ -379,6 +379,8 @@ pub struct Engine {
     policy: Policy,
     /// Publishing a fresh mirror's full resync in batches, while it lasts.
     early: Option<Early>,
+    /// The state database's `manifest` may hold rows (see [`Ops`]).
+    manifest_rows: bool,
 }
 
 impl Engine {
@@ -403,11 +405,13 @@ impl Engine {
             conn: None,
             policy,
             early: None,
+            // A manifest left by a stop belongs to a connection that is gone.
+            manifest_rows: true,
         };
         e.recover()?;
         e.stage.clean()?;
-        // A manifest left by a stop belongs to a connection that is gone.
         e.store.manifest_clear()?;
+        e.manifest_rows = false;
         e.status.set_applied(e.store.applied()?);
         *e.status.link.lock().unwrap() = e.store.link()?;
         *e.status.site.lock().unwrap() = e.store.site()?;
@@ -533,12 +537,16 @@ impl Engine {
             for h in &conn.pushed {
                 self.stage.discard(h);
             }
-            let spilled = conn.queue.iter().any(|q| q.ops.is_spilled())
-                || conn.assembling.is_some_and(|a| a.ops.is_spilled());
-            if spilled {
-                if let Err(e) = self.store.manifest_clear() {
-                    tracing::warn!(cause = %e, "forgetting an unfinished full resync's manifest failed");
-                }
+        }
+        // A manifest belonged to this connection (even one whose publish failed after it
+        // left the queue).
+        if self.manifest_rows {
+            match self.store.manifest_clear() {
+                Ok(()) => self.manifest_rows = false,
+                Err(e) => tracing::warn!(
+                    cause = %e,
+                    "forgetting an unfinished full resync's manifest failed"
+                ),
             }
         }
         self.stage.drop_partials();
@@ -574,6 +582,7 @@ impl Engine {
             store,
             stage,
             root,
+            manifest_rows,
             ..
         } = self;
         let conn = conn.as_mut().expect("connected");
@@ -631,6 +640,7 @@ impl Engine {
                 let spill = c.kind == Mode::Full && !conn.queue.iter().any(|q| q.ops.is_spilled());
                 if spill {
                     store.manifest_clear()?;
+                    *manifest_rows = true;
                 }
                 let mut a = Assembly {
                     seq: c.seq,
@@ -1286,6 +1296,7 @@ impl Engine {
         committed?;
         if plan.spilled {
             self.store.manifest_clear()?;
+            self.manifest_rows = false;
         }
         self.status.set_applied(plan.seq);
         *self.status.link.lock().unwrap() = plan.proof.next;
