@@ -155,7 +155,7 @@ pub(crate) fn shrank() -> io::Error {
 
 /// Up to `n` bytes at `at`, from the page cache only: `None` when reading them would wait for
 /// the disk. Never blocks.
-fn read_cached_at(file: &File, n: usize, at: u64) -> io::Result<Option<Bytes>> {
+pub(crate) fn read_cached_at(file: &File, n: usize, at: u64) -> io::Result<Option<Bytes>> {
     if NO_NOWAIT.load(Ordering::Relaxed) {
         return Ok(None);
     }

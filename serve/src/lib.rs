@@ -38,7 +38,11 @@
 //! # Performance
 //! Small files (≤ [`ServeOptions::hot_cache_max_file`]) are held with their ready-made header
 //! values in a bounded, sharded hot cache ([`ServeOptions::hot_cache_bytes`]): a hit costs a
-//! shard read lock, an `Arc` clone and a `Bytes` clone. Larger files go from the page cache to
+//! shard read lock, an `Arc` clone and a `Bytes` clone. A miss is resolved on the runtime
+//! thread when the kernel's caches hold everything it needs (`openat2(RESOLVE_CACHED)`, the
+//! body read with `preadv2(RWF_NOWAIT)`), as nginx opens files in its event loop; only a miss
+//! that would wait for the disk, hash a large file afresh or follow a symlink goes to a
+//! blocking thread. Larger files go from the page cache to
 //! the socket with `sendfile(2)` when the cache holds them (`zero_copy.rs`); otherwise they are
 //! streamed in 128 KiB chunks, never read whole: read on the runtime thread while the page
 //! cache has them (`preadv2(RWF_NOWAIT)`, which never waits for the disk), on blocking threads

@@ -37,6 +37,9 @@ pub struct Site {
     gate: RwLock<()>,
     dir: OnceLock<RootDir>,
     no_openat2: AtomicBool,
+    /// Set once `openat2(RESOLVE_CACHED)` turned out unsupported (Linux before 5.12): every
+    /// miss then goes to a blocking thread.
+    no_resolve_cached: AtomicBool,
     hot: HotCache,
     pub(crate) stats: crate::stats::ServeStats,
     hashes: Mutex<Hashes>,
@@ -118,6 +121,18 @@ enum Opened {
     Missing,
 }
 
+/// A lookup tried on the runtime thread would have waited for the disk (or this kernel cannot
+/// promise it would not): it goes to a blocking thread instead.
+struct WouldBlock;
+
+/// How a lookup may wait: on the runtime thread it must not ([`Wait::Never`]: only what the
+/// kernel's dentry and page caches already hold), on a blocking thread it may.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Never,
+    Allowed,
+}
+
 impl Site {
     /// A site serving `root`. Cheap; the root is opened on first use, so it may be created
     /// after this call.
@@ -130,6 +145,7 @@ impl Site {
             gate: RwLock::new(()),
             dir: OnceLock::new(),
             no_openat2: AtomicBool::new(false),
+            no_resolve_cached: AtomicBool::new(false),
             hashes: Mutex::new(Hashes::default()),
         })
     }
@@ -226,14 +242,21 @@ impl Site {
             }
         }
         self.stats.hot(false);
-        let site = self.clone();
-        let key = rel.to_owned();
-        let loaded = tokio::task::spawn_blocking(move || site.load(&key))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(cause = %e, "resolving a path panicked");
-                None
-            });
+        // What the dentry and page caches hold is resolved here, on the runtime thread, as
+        // nginx does; only a lookup that would wait for the disk pays for a blocking thread.
+        let loaded = match self.load(rel, Wait::Never) {
+            Ok(loaded) => loaded,
+            Err(WouldBlock) => {
+                let site = self.clone();
+                let key = rel.to_owned();
+                tokio::task::spawn_blocking(move || site.load(&key, Wait::Allowed).unwrap_or(None))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(cause = %e, "resolving a path panicked");
+                        None
+                    })
+            }
+        };
         match &loaded {
             Some(Ok(res)) => self.hot.insert(rel, res),
             // Gone (or now a directory) without a publish: forget the stale copy.
@@ -242,10 +265,17 @@ impl Site {
         loaded
     }
 
-    fn root_dir(&self) -> Option<&RootDir> {
+    fn root_dir(&self, wait: Wait) -> Result<Option<&RootDir>, WouldBlock> {
         if let Some(d) = self.dir.get() {
-            return Some(d);
+            return Ok(Some(d));
         }
+        if wait == Wait::Never {
+            return Err(WouldBlock);
+        }
+        Ok(self.open_root())
+    }
+
+    fn open_root(&self) -> Option<&RootDir> {
         let fd = File::open(&self.root)
             .inspect_err(|e| tracing::warn!(root = %self.root.display(), cause = %e, "cannot open the served root"))
             .ok()?;
@@ -254,18 +284,21 @@ impl Site {
         self.dir.get()
     }
 
-    /// Blocking: opens `rel` (plus `index.html` for a directory path) and its variants.
-    fn load(&self, rel: &str) -> Option<Result<Arc<Resource>, ()>> {
-        let root = self.root_dir()?;
+    /// Opens `rel` (plus `index.html` for a directory path) and its variants. With
+    /// [`Wait::Never`], fails with [`WouldBlock`] rather than wait for the disk.
+    fn load(&self, rel: &str, wait: Wait) -> Result<Option<Result<Arc<Resource>, ()>>, WouldBlock> {
+        let Some(root) = self.root_dir(wait)? else {
+            return Ok(None);
+        };
         let file_rel: Cow<str> = if rel.is_empty() || rel.ends_with('/') {
             Cow::Owned(format!("{rel}index.html"))
         } else {
             Cow::Borrowed(rel)
         };
-        let plain = match self.open_rep(root, &file_rel, Encoding::Identity) {
+        let plain = match self.open_rep(root, &file_rel, Encoding::Identity, wait)? {
             Opened::File(rep) => rep,
-            Opened::Dir if matches!(file_rel, Cow::Borrowed(_)) => return Some(Err(())),
-            Opened::Dir | Opened::Missing => return None,
+            Opened::Dir if matches!(file_rel, Cow::Borrowed(_)) => return Ok(Some(Err(()))),
+            Opened::Dir | Opened::Missing => return Ok(None),
         };
         let mut reps = Vec::with_capacity(1);
         reps.push(plain);
@@ -274,30 +307,37 @@ impl Site {
             name.clear();
             name.push_str(&file_rel);
             name.push_str(enc.suffix());
-            if let Opened::File(rep) = self.open_rep(root, &name, enc) {
+            if let Opened::File(rep) = self.open_rep(root, &name, enc, wait)? {
                 reps.push(rep);
             }
         }
-        Some(Ok(Arc::new(Resource {
+        Ok(Some(Ok(Arc::new(Resource {
             content_type: content_type(&file_rel),
             cache_control: self.opts.cache_control.for_path(&file_rel),
             reps,
             loaded_at: Instant::now(),
-        })))
+        }))))
     }
 
-    fn open_rep(&self, root: &RootDir, rel: &str, encoding: Encoding) -> Opened {
-        let Some(file) = self.open_beneath(root, rel) else {
-            return Opened::Missing;
+    fn open_rep(
+        &self,
+        root: &RootDir,
+        rel: &str,
+        encoding: Encoding,
+        wait: Wait,
+    ) -> Result<Opened, WouldBlock> {
+        let Some(file) = self.open_beneath(root, rel, wait)? else {
+            return Ok(Opened::Missing);
         };
+        // fstat of an open file never waits for the disk.
         let Ok(meta) = file.metadata() else {
-            return Opened::Missing;
+            return Ok(Opened::Missing);
         };
         if meta.is_dir() {
-            return Opened::Dir;
+            return Ok(Opened::Dir);
         }
         if !meta.is_file() {
-            return Opened::Missing;
+            return Ok(Opened::Missing);
         }
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         let mtime_secs = mtime
@@ -307,48 +347,106 @@ impl Site {
         let last_modified = http_date(UNIX_EPOCH + Duration::from_secs(mtime_secs));
         let small = self.opts.hot_cache_bytes > 0 && meta.len() <= self.opts.hot_cache_max_file;
         let (len, hash, source) = if small {
-            let mut buf = Vec::with_capacity(meta.len() as usize + 1);
-            if (&file).read_to_end(&mut buf).is_err() {
-                return Opened::Missing;
-            }
+            let buf = match wait {
+                Wait::Never if meta.len() == 0 => Bytes::new(),
+                // Only whole and from the page cache; anything less is read where waiting is
+                // allowed.
+                Wait::Never => match crate::body::read_cached_at(&file, meta.len() as usize, 0) {
+                    Ok(Some(b)) if b.len() as u64 == meta.len() => b,
+                    _ => return Err(WouldBlock),
+                },
+                Wait::Allowed => {
+                    let mut buf = Vec::with_capacity(meta.len() as usize + 1);
+                    if (&file).read_to_end(&mut buf).is_err() {
+                        return Ok(Opened::Missing);
+                    }
+                    Bytes::from(buf)
+                }
+            };
             let hash = *blake3::hash(&buf).as_bytes();
-            (buf.len() as u64, hash, Source::Memory(Bytes::from(buf)))
+            (buf.len() as u64, hash, Source::Memory(buf))
         } else {
-            let Some(hash) = self.hash_of(rel, &file, FileId::of(&meta)) else {
-                return Opened::Missing;
+            let Some(hash) = self.hash_of(rel, &file, FileId::of(&meta), wait)? else {
+                return Ok(Opened::Missing);
             };
             (meta.len(), hash, Source::File(Arc::new(file)))
         };
-        Opened::File(Rep {
+        Ok(Opened::File(Rep {
             encoding,
             len,
             etag: etag(&hash),
             last_modified,
             mtime_secs,
             source,
-        })
+        }))
     }
 
-    /// Opens `rel` for reading without leaving the root: `openat2(RESOLVE_BENEATH)` where the
-    /// kernel has it, and in every case a check of where the opened file really is, so a
-    /// symlink can lead neither out of the root nor into the mirror's `.tamizdat*` state.
-    fn open_beneath(&self, root: &RootDir, rel: &str) -> Option<File> {
+    /// Opens `rel` for reading without leaving the root, so a symlink can lead neither out of
+    /// the root nor into the mirror's `.tamizdat*` state. The common case is one
+    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`: no symlink on the way means the file
+    /// is `root/rel` itself, and `rel` is checked here. A path through a symlink takes the
+    /// general way: `openat2(RESOLVE_BENEATH)` where the kernel has it, and in every case a
+    /// check of where the opened file really is. With [`Wait::Never`] only the fast way is
+    /// tried, with `RESOLVE_CACHED` (the dentry cache only: never the disk).
+    fn open_beneath(
+        &self,
+        root: &RootDir,
+        rel: &str,
+        wait: Wait,
+    ) -> Result<Option<File>, WouldBlock> {
+        use rustix::io::Errno;
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
-        let file = if !self.no_openat2.load(Ordering::Relaxed) {
-            match rustix::fs::openat2(
-                &root.fd,
-                rel,
-                flags,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-            ) {
-                Ok(fd) => Some(File::from(fd)),
-                Err(rustix::io::Errno::NOSYS) => {
-                    self.no_openat2.store(true, Ordering::Relaxed);
-                    None
-                }
-                Err(_) => return None,
+        let never = wait == Wait::Never;
+        if never && self.no_resolve_cached.load(Ordering::Relaxed) {
+            return Err(WouldBlock);
+        }
+        if !target::servable(rel) {
+            return Ok(None);
+        }
+        if !self.no_openat2.load(Ordering::Relaxed) {
+            let mut how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS;
+            if never {
+                how |= ResolveFlags::CACHED;
             }
+            match rustix::fs::openat2(&root.fd, rel, flags, Mode::empty(), how) {
+                Ok(fd) => return Ok(Some(File::from(fd))),
+                // The dentry cache does not hold the whole path.
+                Err(Errno::AGAIN) if never => return Err(WouldBlock),
+                // Before Linux 5.12 RESOLVE_CACHED is an unknown flag.
+                Err(Errno::INVAL) if never => {
+                    self.no_resolve_cached.store(true, Ordering::Relaxed);
+                    return Err(WouldBlock);
+                }
+                Err(Errno::NOSYS) => {
+                    self.no_openat2.store(true, Ordering::Relaxed);
+                    self.no_resolve_cached.store(true, Ordering::Relaxed);
+                    if never {
+                        return Err(WouldBlock);
+                    }
+                }
+                // A symlink on the way: the general way below decides.
+                Err(Errno::LOOP) | Err(Errno::XDEV) => {
+                    if never {
+                        return Err(WouldBlock);
+                    }
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        if never {
+            return Err(WouldBlock);
+        }
+        Ok(self.open_through_links(root, rel, flags))
+    }
+
+    /// Opens `rel` following symlinks, then checks where the file really is.
+    fn open_through_links(&self, root: &RootDir, rel: &str, flags: OFlags) -> Option<File> {
+        let file = if !self.no_openat2.load(Ordering::Relaxed) {
+            let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+            Some(File::from(
+                rustix::fs::openat2(&root.fd, rel, flags, Mode::empty(), how).ok()?,
+            ))
         } else {
             None
         };
@@ -375,13 +473,19 @@ impl Site {
     }
 
     /// The blake3 of a file too big for the hot cache: from the hash cache when the stat
-    /// matches, else from the mirror's hint, else hashed here (we are on a blocking thread).
-    fn hash_of(&self, rel: &str, file: &File, id: FileId) -> Option<[u8; 32]> {
+    /// matches, else from the mirror's hint, else hashed here (only where waiting is allowed).
+    fn hash_of(
+        &self,
+        rel: &str,
+        file: &File,
+        id: FileId,
+        wait: Wait,
+    ) -> Result<Option<[u8; 32]>, WouldBlock> {
         {
             let mut h = self.hashes.lock();
             if let Some((known, hash)) = h.known.get(rel) {
                 if *known == id {
-                    return Some(*hash);
+                    return Ok(Some(*hash));
                 }
             }
             if let Some(hash) = h.hints.remove(rel) {
@@ -389,25 +493,33 @@ impl Site {
                     h.known.clear();
                 }
                 h.known.insert(rel.into(), (id, hash));
-                return Some(hash);
+                return Ok(Some(hash));
             }
+        }
+        if wait == Wait::Never {
+            return Err(WouldBlock);
         }
         let mut id = id;
         for _ in 0..HASH_ATTEMPTS {
-            let hash = hash_file(file).ok()?;
-            let after = FileId::of(&file.metadata().ok()?);
+            let Ok(hash) = hash_file(file) else {
+                return Ok(None);
+            };
+            let Ok(meta) = file.metadata() else {
+                return Ok(None);
+            };
+            let after = FileId::of(&meta);
             if after == id {
                 let mut h = self.hashes.lock();
                 if h.known.len() >= HASH_CACHE_ENTRIES {
                     h.known.clear();
                 }
                 h.known.insert(rel.into(), (id, hash));
-                return Some(hash);
+                return Ok(Some(hash));
             }
             id = after;
         }
         tracing::warn!(path = rel, "file keeps changing while hashed; not served");
-        None
+        Ok(None)
     }
 }
 
