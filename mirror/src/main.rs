@@ -75,7 +75,7 @@ struct Run {
     #[arg(long, default_value_t = 60.0)]
     idle_timeout: f64,
     /// Memory for small hot files, in MiB (0 turns the cache off).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, env = "TAMIZDAT_HOT_CACHE_MB", default_value_t = 32)]
     hot_cache_mb: usize,
     /// Copy file bodies through a buffer instead of sending them from the page cache with
     /// sendfile (for comparing the two; sendfile is used only for chunks the cache holds).

@@ -81,6 +81,8 @@ async fn request_waits_for_the_guard_and_sees_the_new_set() {
         .h("etag")
         .unwrap()
         .to_owned();
+    held_in_hot_cache(&s, "/news/").await;
+    held_in_hot_cache(&s, "/news/story.html").await;
 
     let guard = s.site.publish(vec!["news".into()]).await;
     let waiting = {
@@ -124,6 +126,7 @@ async fn fresh_etag_right_after_an_update() {
         .req("GET", "/page.html", &[("Accept-Encoding", "gzip")])
         .await;
     assert_eq!(gz.body, b"v1 gz");
+    held_in_hot_cache(&s, "/page.html").await;
     assert_eq!(
         s.get("/big.bin").await.h("etag"),
         Some(blake3_etag(&big1).as_str())
@@ -212,4 +215,17 @@ async fn unpublished_changes_show_after_revalidation() {
     assert_eq!(s.get("/x.html").await.body, b"two");
     std::fs::remove_file(s.root().join("x.html")).unwrap();
     assert_eq!(s.get("/x.html").await.status, 404);
+}
+
+/// Asks for `path` until the hot cache answers (it admits a path on its second miss), so that
+/// a test of what follows a publish starts from a cached old copy.
+async fn held_in_hot_cache(s: &Server, path: &str) {
+    for _ in 0..3 {
+        let hits = s.site.stats().hot_hits();
+        assert_eq!(s.get(path).await.status, 200);
+        if s.site.stats().hot_hits() > hits {
+            return;
+        }
+    }
+    panic!("{path} was never answered from the hot cache");
 }
