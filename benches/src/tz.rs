@@ -279,11 +279,15 @@ impl RsyncD {
 /// What one `rsync -a --delete --stats` run did.
 pub struct RsyncRun {
     pub wall: Duration,
+    /// A `sync` right after it: writing back what rsync left dirty (it never fsyncs). Taken
+    /// so that the next scenario does not pay for it: the mirror flushes with `syncfs`, which
+    /// waits for every dirty page on the file system, rsync's too.
+    pub writeback: Duration,
     pub bytes: u64,
     pub transferred: u64,
 }
 
-/// `rsync -a --delete --stats SRC/ URL`, timed.
+/// `rsync -a --delete --stats SRC/ URL`, timed, then `sync`, timed apart.
 pub fn rsync_run(rsync: &Path, src: &Path, url: &str) -> Result<RsyncRun> {
     let t0 = Instant::now();
     let out = Command::new(rsync)
@@ -292,6 +296,9 @@ pub fn rsync_run(rsync: &Path, src: &Path, url: &str) -> Result<RsyncRun> {
         .arg(url)
         .output()?;
     let wall = t0.elapsed();
+    let t1 = Instant::now();
+    crate::flush_disk();
+    let writeback = t1.elapsed();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
         bail!(
@@ -309,6 +316,7 @@ pub fn rsync_run(rsync: &Path, src: &Path, url: &str) -> Result<RsyncRun> {
     };
     Ok(RsyncRun {
         wall,
+        writeback,
         bytes: num("Total bytes sent:") + num("Total bytes received:"),
         transferred: num("Number of regular files transferred:"),
     })
