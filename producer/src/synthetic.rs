@@ -196,11 +196,20 @@ pub fn publishes(
     n: usize,
 ) -> Result<Vec<Sample>, PublishError> {
     let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x9e37_79b9);
-    // Slugs and dates after everything an earlier run (`--reuse`) published.
+    // Slugs of their own, and dates after the newest article in the store, so that each new
+    // article lands at the end of every listing as a breaking story does, also in a store an
+    // earlier run (`--reuse`) published into. (A date derived from the clock wrapped around
+    // after a day and put new articles among older ones, shifting every later archive page.)
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let now = EPOCH_2000 + SPAN_SECONDS + (run % 100_000) as i64 * 100_000;
+    let newest = {
+        let conn = store::open(&site.options().state)?;
+        store::newest(&conn, &store::Listing::All, 0, 1, false)?
+            .first()
+            .map_or(0, |d| d.published_at)
+    };
+    let now = newest.max(EPOCH_2000 + SPAN_SECONDS) + 60;
     let limits = Limits::default();
     let date = |ts: i64| {
         chrono::DateTime::from_timestamp(ts, 0)
