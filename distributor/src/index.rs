@@ -188,14 +188,18 @@ impl Index {
             Some(c) => c,
             None => open(&self.path, READER_CACHE_KIB)?,
         };
+        let changes = conn.total_changes();
         let out = f(&conn);
+        // Where it wrote (mirrors' progress every few seconds, enrolments), the checkpointer
+        // hears of it: without a nudge, an idle distributor's log would only grow. Reads,
+        // such as a lookup per hash a mirror asks for, wake no thread.
+        if conn.total_changes() != changes {
+            self.checkpointer.nudge();
+        }
         let mut pool = self.readers.lock().unwrap();
         if pool.len() < 4 {
             pool.push(conn);
         }
-        // It may have written (mirrors' progress every few seconds, enrolments): without a
-        // nudge, an idle distributor's log would only grow.
-        self.checkpointer.nudge();
         out
     }
 
