@@ -166,7 +166,12 @@ impl Store {
 
     /// Every path held, in order.
     pub fn paths(&self) -> Result<Vec<SitePath>> {
-        let mut st = self.conn.prepare("SELECT path FROM files ORDER BY path")?;
+        self.path_list("SELECT path FROM files ORDER BY path")
+    }
+
+    /// The paths `sql` selects, in its order; a row that is no valid path is skipped.
+    fn path_list(&self, sql: &str) -> Result<Vec<SitePath>> {
+        let mut st = self.conn.prepare(sql)?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for r in rows {
@@ -420,17 +425,9 @@ impl Store {
 
     /// Every path held that the manifest does not list, in order.
     pub fn unlisted_held(&self) -> Result<Vec<SitePath>> {
-        let mut st = self.conn.prepare(
+        self.path_list(
             "SELECT path FROM files WHERE path NOT IN (SELECT path FROM manifest) ORDER BY path",
-        )?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for r in rows {
-            if let Ok(p) = SitePath::new(r?) {
-                out.push(p);
-            }
-        }
-        Ok(out)
+        )
     }
 
     /// Forgets everything (a full resync from another site starts from the files on disk).
