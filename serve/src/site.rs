@@ -186,8 +186,13 @@ impl Site {
     /// every file of a 100,000-file full resync were 2.35 MB of a fresh mirror's heap peak
     /// (heaptrack), for a few dozen files that could use them.
     pub fn wants_hash(&self, size: u64) -> bool {
-        let small = self.opts.hot_cache_bytes > 0 && size <= self.opts.hot_cache_max_file;
-        !small
+        !self.read_whole(size)
+    }
+
+    /// Whether a file of `size` bytes is read whole into memory (and hashed as it is read)
+    /// for the hot cache, rather than streamed from disk.
+    fn read_whole(&self, size: u64) -> bool {
+        self.opts.hot_cache_bytes > 0 && size <= self.opts.hot_cache_max_file
     }
 
     /// Tells the server the blake3 hash (64 hex digits) of the file now at `path` (relative to
@@ -345,8 +350,7 @@ impl Site {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let last_modified = http_date(UNIX_EPOCH + Duration::from_secs(mtime_secs));
-        let small = self.opts.hot_cache_bytes > 0 && meta.len() <= self.opts.hot_cache_max_file;
-        let (len, hash, source) = if small {
+        let (len, hash, source) = if self.read_whole(meta.len()) {
             let buf = match wait {
                 Wait::Never if meta.len() == 0 => Bytes::new(),
                 // Only whole and from the page cache; anything less is read where waiting is
