@@ -458,7 +458,7 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
     dist.wait_synced(&["m1".into()], Duration::from_secs(1800))?;
     let tz_init = t0.elapsed();
     // Peaks through the start-up index and the initial sync alone: before the edits, whose
-    // polls the mirror serves from its hot cache (up to 32 MiB of small files by default).
+    // repeated polls put pages in the mirror's hot cache (up to 32 MiB by default).
     let (sync_dist_hwm, sync_m1_hwm) = (
         status_kb(dist.proc.pid(), "VmHWM"),
         status_kb(mirrors[0].proc.pid(), "VmHWM"),
@@ -844,8 +844,9 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
         t.notes = vec!["VmHWM from /proc/PID/status of the first distributor process (through initial index, \
             initial sync, all edits and the catch-up) and of the mirrors (m1 did the initial sync over the wire; \
             the others were seeded with hard links and did a manifest-comparison resync). One reading each. \
-            The mirrors' peaks include serving the harness's polls of every edit and burst, whose pages the \
-            mirror keeps in its hot cache (up to 32 MiB of small files by default, `--hot-cache-mb`); the \
+            The mirrors' peaks include serving the harness's polls of every edit and burst; a page asked for \
+            more than once goes into the mirror's hot cache (up to 32 MiB of small files by default, \
+            `--hot-cache-mb`); the \
             column \"through the initial sync\" is read before the first edit: the start-up index and the \
             full resync alone. \
             No anchor in this table: rsync's processes live for one run only (see the rsync figures above)."
