@@ -32,10 +32,11 @@ fn main() -> anyhow::Result<()> {
             v[((v.len() - 1) as f64 * q) as usize]
         };
         println!(
-            "{}: p50 {:.2} ms p99 {:.2} ms; store {:.2} render {:.2} stage {:.2} commit {:.2}",
+            "{}: p50 {:.2} ms p99 {:.2} ms (flushed p50 {:.2}); store {:.2} render {:.2} stage {:.2} commit {:.2}",
             if new { "new " } else { "edit" },
             pick(&|x| x.ms, 0.5),
             pick(&|x| x.ms, 0.99),
+            pick(&|x| x.flushed_ms, 0.5),
             pick(&|x| x.timings.store_ms, 0.5),
             pick(&|x| x.timings.render_ms, 0.5),
             pick(&|x| x.timings.stage_ms, 0.5),

@@ -598,17 +598,21 @@ pub fn pending(conn: &Connection) -> rusqlite::Result<Vec<String>> {
         .collect()
 }
 
-/// Forgets pending pages once they are on disk, and records the files whose variants are
-/// due, in one transaction.
-pub fn finish_render(conn: &Connection, due: &[String], generation: i64) -> rusqlite::Result<()> {
+/// Records the files whose variants are due, with the generation of the publish that asked.
+pub fn record_due(conn: &Connection, due: &[String], generation: i64) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
-    tx.execute("DELETE FROM pending", [])?;
     let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO variants_due VALUES (?1, ?2)")?;
     for path in due {
         stmt.execute(params![path, generation])?;
     }
     drop(stmt);
     tx.commit()
+}
+
+/// Forgets the pending pages once a render has put every one of them on disk, directories
+/// flushed.
+pub fn clear_pending(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM pending", []).map(drop)
 }
 
 /// Files whose variants are due, with their generation.

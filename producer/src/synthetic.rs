@@ -177,8 +177,12 @@ fn seeded_with(state: &Path, bodies: bool) -> rusqlite::Result<Vec<SeedDoc>> {
 pub struct Sample {
     /// A new article, or an edit of a random old one.
     pub new: bool,
-    /// From the call until it returned: its plain files renamed in and durable.
+    /// From the call until it returned: its plain files renamed in, their bytes and the
+    /// document durable.
     pub ms: f64,
+    /// From the call until the directories of its renames were flushed too (after the
+    /// answer: see [`crate::site`]).
+    pub flushed_ms: f64,
     /// From the call until its precompressed variants were in place too.
     pub variants_ms: f64,
     /// Plain files it wrote (each also gets `.br`, `.zst`, `.gz`).
@@ -237,10 +241,13 @@ pub fn publishes(
             let t = Instant::now();
             let r = site.publish(doc)?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
+            site.wait_for_flush();
+            let flushed_ms = t.elapsed().as_secs_f64() * 1000.0;
             site.wait_for_variants();
             out.push(Sample {
                 new: is_new,
                 ms,
+                flushed_ms,
                 variants_ms: t.elapsed().as_secs_f64() * 1000.0,
                 written: r.written.len(),
                 timings: r.timings,

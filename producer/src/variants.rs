@@ -259,7 +259,7 @@ mod tests {
         out.stage(rel, bytes, &mut batch).unwrap();
         let due = batch.commit(&mut dirs, &[]).unwrap();
         dirs.finish().unwrap();
-        store::finish_render(conn, &due, generation).unwrap();
+        store::record_due(conn, &due, generation).unwrap();
         Job {
             rel: rel.into(),
             bytes: bytes.to_vec(),
