@@ -19,8 +19,13 @@ use crate::{missing, table, Run};
 /// wrk's threads and connections, as in issue 3's reference figures (`wrk -t2 -c64`).
 const WRK_THREADS: u32 = 2;
 const WRK_CONNECTIONS: u32 = 64;
-/// Unmeasured wrk run before each measured one, so neither server is measured cold.
+/// Unmeasured wrk run before each server's first measured one, so neither is measured cold.
 const WARMUP_SECS: u32 = 1;
+/// Measured runs per server and request, the two servers alternating, so that a drift of this
+/// shared VM's speed (up to 3x within the hour) falls on both; the table gives their medians.
+/// (With one run each, the ratio of one request moved by 10-25 % between harness runs of the
+/// same build: BENCHMARKS.md, runs 17, 18 and 20.)
+const ROUNDS: usize = 3;
 /// The size of the single page served (the nearest article page is taken).
 const SMALL_PAGE_BYTES: u64 = 10 << 10;
 /// How often the mirror's VmRSS is read while wrk runs.
@@ -105,7 +110,7 @@ struct Rss {
     reset: bool,
 }
 
-/// One measured wrk run against one server.
+/// One measured wrk run against one server, or the medians of several.
 struct Measured {
     wrk: Wrk,
     /// The server's CPU time (user + system, all threads of `cpu_pids`) during the run.
@@ -176,6 +181,50 @@ fn wrk_run(
         cpu_secs,
         rss: Some(rss),
     })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The medians of `runs`, figure by figure (each percentile, req/s and CPU per request on its
+/// own); the requests of the median run; every error; the largest RSS.
+fn medians(runs: &[Measured]) -> Measured {
+    let of = |g: fn(&Measured) -> f64| median(runs.iter().map(g).collect());
+    let requests = of(|m| m.wrk.requests as f64).round() as u64;
+    let wrk = Wrk {
+        requests,
+        rps: of(|m| m.wrk.rps),
+        p50_ms: of(|m| m.wrk.p50_ms),
+        p75_ms: of(|m| m.wrk.p75_ms),
+        p90_ms: of(|m| m.wrk.p90_ms),
+        p99_ms: of(|m| m.wrk.p99_ms),
+        errors: runs.iter().flat_map(|m| m.wrk.errors.clone()).collect(),
+    };
+    let rss = runs
+        .iter()
+        .filter_map(|m| m.rss.as_ref())
+        .fold(None, |acc: Option<Rss>, r| {
+            Some(match acc {
+                None => Rss { ..*r },
+                Some(a) => Rss {
+                    max_kb: a.max_kb.max(r.max_kb),
+                    samples: a.samples + r.samples,
+                    hwm_kb: a.hwm_kb.max(r.hwm_kb),
+                    reset: a.reset && r.reset,
+                },
+            })
+        });
+    Measured {
+        cpu_secs: of(|m| m.cpu_secs / m.wrk.requests as f64) * requests as f64,
+        wrk,
+        rss,
+    }
 }
 
 /// Processes whose parent is `pid` (nginx's workers).
@@ -251,37 +300,54 @@ pub(crate) fn serving(
     let secs = run.cfg.wrk_secs;
     let files = label.split(' ').next().unwrap_or("0").to_owned();
     let mut hwm_reset = true;
+    let servers = [
+        ("tamizdat", mirror.http, Some(mirror.proc.pid())),
+        ("nginx", ng.addr, None),
+    ];
     for (name, key, path, script) in cases {
-        let mut res = Vec::new();
-        for (system, addr, rss_pid) in [
-            ("tamizdat", mirror.http, Some(mirror.proc.pid())),
-            ("nginx", ng.addr, None),
-        ] {
-            let url = format!("http://{addr}{path}");
-            wrk_run(&wrk, &url, script, WARMUP_SECS, None, &[])?;
-            // whose CPU counts: the mirror; nginx's workers (forked: they answered the warm-up)
-            let cpu_pids = match rss_pid {
-                Some(pid) => vec![pid],
-                None => children(ng.proc.pid()),
-            };
-            let m = wrk_run(&wrk, &url, script, secs, rss_pid, &cpu_pids)?;
-            let w = &m.wrk;
-            for e in &w.errors {
-                eprintln!("    wrk {name} on {system}: {e}");
+        let mut runs: [Vec<Measured>; 2] = Default::default();
+        for round in 0..ROUNDS {
+            for (i, &(system, addr, rss_pid)) in servers.iter().enumerate() {
+                let url = format!("http://{addr}{path}");
+                if round == 0 {
+                    wrk_run(&wrk, &url, script, WARMUP_SECS, None, &[])?;
+                }
+                // whose CPU counts: the mirror; nginx's workers (forked: they answered the warm-up)
+                let cpu_pids = match rss_pid {
+                    Some(pid) => vec![pid],
+                    None => children(ng.proc.pid()),
+                };
+                let m = wrk_run(&wrk, &url, script, secs, rss_pid, &cpu_pids)?;
+                let w = &m.wrk;
+                for e in &w.errors {
+                    eprintln!("    wrk {name} on {system}: {e}");
+                }
+                eprintln!(
+                    "    {name}, {system}, round {}: {} req/s, p50 {} ms, p99 {} ms",
+                    round + 1,
+                    f(w.rps),
+                    f(w.p50_ms),
+                    f(w.p99_ms)
+                );
+                for (p, v) in [
+                    ("rps", w.rps),
+                    ("p50", w.p50_ms),
+                    ("p90", w.p90_ms),
+                    ("p99", w.p99_ms),
+                ] {
+                    run.raw.push(format!(
+                        "serving_{key}_{p},{files},1,{system},{round},{v:.3}"
+                    ));
+                }
+                hwm_reset &= m.rss.as_ref().is_none_or(|r| r.reset);
+                runs[i].push(m);
             }
-            eprintln!(
-                "    {name}, {system}: {} req/s, p50 {} ms, p99 {} ms",
-                f(w.rps),
-                f(w.p50_ms),
-                f(w.p99_ms)
-            );
-            for (p, v) in [("p50", w.p50_ms), ("p90", w.p90_ms), ("p99", w.p99_ms)] {
-                run.raw
-                    .push(format!("serving_{key}_{p},{files},1,{system},0,{v:.3}"));
-            }
-            hwm_reset &= m.rss.as_ref().is_none_or(|r| r.reset);
-            res.push((system, m));
         }
+        let res: Vec<(&str, Measured)> = servers
+            .iter()
+            .zip(&runs)
+            .map(|(&(system, ..), r)| (system, medians(r)))
+            .collect();
         let t = table(
             run,
             "7-serving",
@@ -290,7 +356,7 @@ pub(crate) fn serving(
                 "site",
                 "request",
                 "server",
-                "requests (one run)",
+                "requests (median run)",
                 "req/s",
                 "p50 ms",
                 "p99 ms",
@@ -344,22 +410,23 @@ pub(crate) fn serving(
         ]);
         t.notes = vec![format!(
             "`wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{secs}s --latency` (threads and connections as in issue 3's \
-             reference figures), one measured run per server and request, after a {WARMUP_SECS} s wrk run that is \
-             not counted; loopback; wrk shares the 2 cores with the server. Each req/s and percentile rests on the \
-             requests in that one run (the \"requests\" column; wrk records the latency of every request; it does \
-             not correct for coordinated omission). The mirror is the `tamizdat-mirror` process (its built-in \
+             reference figures), {ROUNDS} measured runs per server and request, the two servers taking turns, \
+             after a {WARMUP_SECS} s wrk run per server that is not counted; loopback; wrk shares the 2 cores with \
+             the server. Each figure is the median of the {ROUNDS} runs' (req/s, each percentile and CPU per \
+             request separately; every run is in the raw CSV); the \"requests\" column is the median run's count \
+             (wrk records the latency of every request; it does not correct for coordinated omission). The mirror is the `tamizdat-mirror` process (its built-in \
              tamizdat-serve, default flags), nginx serves the source tree (same bytes). Ratio row: req/s is \
              tamizdat / nginx, latencies are nginx / tamizdat, so above 1 means tamizdat is better in every column. \
-             RSS: the mirror's VmRSS read from /proc/PID/status every {} ms during the measured run (the largest \
-             reading and how many readings), and its VmHWM read after the run{}. Server CPU per request: user + \
-             system time of the mirror process (all its threads) or of nginx's worker processes during the measured \
-             run, from /proc/PID/stat, divided by the requests; on a machine shared with other work it moves less \
+             RSS: the mirror's VmRSS read from /proc/PID/status every {} ms during the measured runs (the largest \
+             reading of all and how many readings), and the largest of its VmHWM read after each run{}. Server CPU \
+             per request: user + system time of the mirror process (all its threads) or of nginx's worker processes \
+             during a measured run, from /proc/PID/stat, divided by that run's requests; on a machine shared with other work it moves less \
              than req/s does. Issue 3's targets: req/s at least \
              nginx's and p99 no worse on the small pages, at least 0.8x nginx's req/s on the 5 MB file, mirror RSS \
              under load at most 64 MB. The 1,000-page mix picks random article pages with a wrk Lua script.",
             RSS_SAMPLE_INTERVAL.as_millis(),
             if hwm_reset {
-                ", after resetting it (`echo 5 > /proc/PID/clear_refs`) just before the run: the peak of that run"
+                ", after resetting it (`echo 5 > /proc/PID/clear_refs`) just before each run: the peak of the runs"
             } else {
                 " (resetting it through /proc/PID/clear_refs failed, so it is the peak since the mirror started, \
                  initial sync included)"
@@ -404,6 +471,48 @@ Transfer/sec:      1.67GB
             w.errors,
             ["Socket errors: connect 0, read 0, write 0, timeout 3"]
         );
+    }
+
+    #[test]
+    fn medians_are_taken_figure_by_figure() {
+        let run = |rps: f64, p99: f64, requests: u64, cpu: f64, rss_kb: u64| Measured {
+            wrk: Wrk {
+                requests,
+                rps,
+                p50_ms: rps / 1000.0,
+                p75_ms: f64::NAN,
+                p90_ms: 1.0,
+                p99_ms: p99,
+                errors: if rps < 1.0 {
+                    vec!["timeout".into()]
+                } else {
+                    vec![]
+                },
+            },
+            cpu_secs: cpu,
+            rss: Some(Rss {
+                max_kb: rss_kb,
+                samples: 10,
+                hwm_kb: rss_kb + 1,
+                reset: true,
+            }),
+        };
+        let m = medians(&[
+            run(100.0, 9.0, 500, 1.0, 30),
+            run(300.0, 1.0, 1500, 1.5, 10),
+            run(200.0, 5.0, 1000, 4.0, 20),
+        ]);
+        assert_eq!(m.wrk.rps, 200.0);
+        assert_eq!(m.wrk.p50_ms, 0.2);
+        assert_eq!(m.wrk.p99_ms, 5.0);
+        assert_eq!(m.wrk.requests, 1000);
+        // CPU per request: 2 ms, 1 ms, 4 ms; the median, times the median run's requests
+        assert!((m.cpu_secs - 0.002 * 1000.0).abs() < 1e-9, "{}", m.cpu_secs);
+        let rss = m.rss.unwrap();
+        assert_eq!((rss.max_kb, rss.samples, rss.hwm_kb), (30, 30, 31));
+        assert!(m.wrk.errors.is_empty());
+        assert!(median(vec![]).is_nan());
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
     }
 
     #[test]
