@@ -75,6 +75,17 @@ try:
                 f = open(f"/proc/{pid}/stat").read().rsplit(")",1)[1].split()
                 return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
             print(f"   mirror cpu {cpu(m.pid):.2f} s, distributor cpu so far {cpu(d.pid):.2f} s", flush=True)
+            threads = {}
+            for tid in os.listdir(f"/proc/{m.pid}/task"):
+                try:
+                    tstat = open(f"/proc/{m.pid}/task/{tid}/stat").read()
+                except OSError:
+                    continue
+                tname = tstat[tstat.index("(") + 1:tstat.rindex(")")]
+                tf = tstat.rsplit(")", 1)[1].split()
+                threads[tname] = threads.get(tname, 0) + (int(tf[11]) + int(tf[12])) / os.sysconf("SC_CLK_TCK")
+            # (threads that have ended, such as the early publisher, are in the total only)
+            print("   live mirror threads: " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.01), flush=True)
             m.kill(); m.wait()
             res[x].append(dt)
             print(f"{x} {name} {dt:.2f} s", flush=True)

@@ -49,7 +49,7 @@ pub fn prepare_parent(root: &Path, path: &SitePath) -> Result<PathBuf, FsError> 
 
 /// Like [`prepare_parent`] but creates nothing: `Ok(None)` when an ancestor is missing.
 pub fn existing(root: &Path, path: &SitePath) -> Result<Option<PathBuf>, FsError> {
-    let found = walk_ancestors(root, path, false, &mut Vec::new())?;
+    let found = walk(root, path, Walk::Find, &mut Vec::new())?;
     Ok(found.then(|| root.join(path.as_str())))
 }
 
@@ -62,30 +62,61 @@ pub fn existing(root: &Path, path: &SitePath) -> Result<Option<PathBuf>, FsError
 /// to make a symlink, only a local user can, and path-based renames always leave that user a
 /// window between check and use.
 #[derive(Default)]
-pub struct Ancestors(Vec<PathBuf>);
+pub struct Ancestors {
+    checked: Vec<PathBuf>,
+    fresh: bool,
+}
 
 impl Ancestors {
+    /// For a tree being filled from empty, where a directory not checked yet is most likely
+    /// missing: each is made first and looked at only if it was there already, which saves
+    /// an `lstat` per directory (10,000 of them in a 10k-page full resync).
+    pub fn fresh() -> Self {
+        Ancestors {
+            checked: Vec::new(),
+            fresh: true,
+        }
+    }
+
     /// [`prepare_parent`], skipping the ancestors checked last time.
     pub fn prepare_parent(&mut self, root: &Path, path: &SitePath) -> Result<PathBuf, FsError> {
-        walk_ancestors(root, path, true, &mut self.0)?;
+        let how = if self.fresh {
+            Walk::CreateFirst
+        } else {
+            Walk::Create
+        };
+        walk(root, path, how, &mut self.checked)?;
         Ok(root.join(path.as_str()))
     }
 
     pub fn forget(&mut self) {
-        self.0.clear();
+        self.checked.clear();
     }
 }
 
-/// Walks `path`'s ancestors under `root`, refusing symlinks. With `create`, makes missing
-/// directories (replacing a file in the way); without, returns false at the first missing one.
+/// What [`walk`] does about a missing ancestor.
+#[derive(Clone, Copy, PartialEq)]
+enum Walk {
+    /// Stops: the path does not exist.
+    Find,
+    /// Makes it, after finding it missing.
+    Create,
+    /// Makes it without looking first; looks only if it was there.
+    CreateFirst,
+}
+
+/// Walks `path`'s ancestors under `root`, refusing symlinks. Creating ([`Walk::Create`],
+/// [`Walk::CreateFirst`]), makes missing directories (replacing a file in the way); finding,
+/// returns false at the first missing one.
 /// `checked[i]` is an ancestor at depth `i` known to be a directory; the walk trusts the
 /// leading run that matches and leaves the chain it checked there.
-fn walk_ancestors(
+fn walk(
     root: &Path,
     path: &SitePath,
-    create: bool,
+    how: Walk,
     checked: &mut Vec<PathBuf>,
 ) -> Result<bool, FsError> {
+    let create = how != Walk::Find;
     let mut cur = root.to_path_buf();
     let comps: Vec<&str> = path.components().collect();
     for (depth, c) in comps[..comps.len() - 1].iter().enumerate() {
@@ -94,6 +125,11 @@ fn walk_ancestors(
             continue;
         }
         checked.truncate(depth);
+        // A directory made here is a real one: nothing else needs checking.
+        if how == Walk::CreateFirst && fs::create_dir(&cur).is_ok() {
+            checked.push(cur.clone());
+            continue;
+        }
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() => return Err(FsError::Symlink(path.clone())),
             Ok(m) if m.is_dir() => {
@@ -231,6 +267,41 @@ pub fn sync_fs(path: &Path) -> Result<(), FsError> {
     Ok(())
 }
 
+/// Sets the permission bits and the modification time (seconds since the epoch, before it
+/// taken as the epoch) of the file at `path`, by path: two calls instead of the four of
+/// opening it, `fchmod`, `futimens` and closing it. Does not follow a symlink for the time.
+pub fn set_mode_and_mtime(path: &Path, mode: u32, mtime: i64) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: mtime.max(0) as libc::time_t,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: `c` is a NUL-terminated path and `times` two timespecs, both alive for the call,
+    // which only reads them.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,37 +383,71 @@ mod tests {
 
     #[test]
     fn ancestors_check_what_sorted_paths_do_not_share_and_forget_on_request() {
-        let (_d, root, outside) = root_and_outside();
-        let p = |s: &str| SitePath::new(s).unwrap();
-        let mut a = Ancestors::default();
-        for s in [
-            "2009/04/a/index.html",
-            "2009/04/b/index.html",
-            "2009/05/c/index.html",
-        ] {
-            assert_eq!(a.prepare_parent(&root, &p(s)).unwrap(), root.join(s));
-            assert!(root.join(s).parent().unwrap().is_dir(), "{s}");
+        // Looking before making a directory, and making it first (a tree being filled).
+        for fresh in [false, true] {
+            let (_d, root, outside) = root_and_outside();
+            let p = |s: &str| SitePath::new(s).unwrap();
+            let mut a = if fresh {
+                Ancestors::fresh()
+            } else {
+                Ancestors::default()
+            };
+            for s in [
+                "2009/04/a/index.html",
+                "2009/04/b/index.html",
+                "2009/05/c/index.html",
+            ] {
+                assert_eq!(a.prepare_parent(&root, &p(s)).unwrap(), root.join(s));
+                assert!(root.join(s).parent().unwrap().is_dir(), "{s}");
+            }
+            // A level the last path did not share is checked: a symlink there is refused.
+            std::os::unix::fs::symlink(&outside, root.join("2009/06")).unwrap();
+            assert!(matches!(
+                a.prepare_parent(&root, &p("2009/06/d/index.html")),
+                Err(FsError::Symlink(_))
+            ));
+            // After `forget`, every level is checked again.
+            a.prepare_parent(&root, &p("2009/05/c/index.html")).unwrap();
+            fs::remove_dir_all(root.join("2009/05")).unwrap();
+            std::os::unix::fs::symlink(&outside, root.join("2009/05")).unwrap();
+            a.forget();
+            assert!(matches!(
+                a.prepare_parent(&root, &p("2009/05/e/index.html")),
+                Err(FsError::Symlink(_))
+            ));
+            assert!(!outside.join("e").exists());
+            // A file where a directory must be is replaced, at a level not shared.
+            fs::write(root.join("2009/04/f"), b"x").unwrap();
+            a.prepare_parent(&root, &p("2009/04/f/index.html")).unwrap();
+            assert!(root.join("2009/04/f").is_dir());
         }
-        // A level the last path did not share is checked: a symlink there is refused.
-        std::os::unix::fs::symlink(&outside, root.join("2009/06")).unwrap();
-        assert!(matches!(
-            a.prepare_parent(&root, &p("2009/06/d/index.html")),
-            Err(FsError::Symlink(_))
-        ));
-        // After `forget`, every level is checked again.
-        a.prepare_parent(&root, &p("2009/05/c/index.html")).unwrap();
-        fs::remove_dir_all(root.join("2009/05")).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("2009/05")).unwrap();
-        a.forget();
-        assert!(matches!(
-            a.prepare_parent(&root, &p("2009/05/e/index.html")),
-            Err(FsError::Symlink(_))
-        ));
-        assert!(!outside.join("e").exists());
-        // A file where a directory must be is replaced, at a level not shared.
-        fs::write(root.join("2009/04/f"), b"x").unwrap();
-        a.prepare_parent(&root, &p("2009/04/f/index.html")).unwrap();
-        assert!(root.join("2009/04/f").is_dir());
+    }
+
+    #[test]
+    fn mode_and_mtime_are_set_by_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_d, root, _) = root_and_outside();
+        let f = root.join("f");
+        fs::write(&f, b"x").unwrap();
+        set_mode_and_mtime(&f, 0o640, 1_234_567_890).unwrap();
+        let m = fs::metadata(&f).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640);
+        let mtime = m.modified().unwrap();
+        assert_eq!(
+            mtime
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            1_234_567_890
+        );
+        // Before the epoch is the epoch; a missing file is an error of its kind.
+        set_mode_and_mtime(&f, 0o644, -5).unwrap();
+        assert_eq!(
+            fs::metadata(&f).unwrap().modified().unwrap(),
+            std::time::UNIX_EPOCH
+        );
+        let e = set_mode_and_mtime(&root.join("missing"), 0o644, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
