@@ -242,12 +242,7 @@ impl Stage {
         ops: &[Op],
         local: impl Fn(&ContentHash) -> Option<PathBuf>,
     ) -> Result<Vec<Option<PathBuf>>, EngineError> {
-        let mut uses: HashMap<ContentHash, usize> = HashMap::new();
-        for op in ops {
-            if let Op::Put { hash, .. } = op {
-                *uses.entry(*hash).or_default() += 1;
-            }
-        }
+        let later = later_uses(ops);
         let mut out = Vec::with_capacity(ops.len());
         // Few files: each is fsynced through its open handle. Many: the handles are closed as
         // they go (a full resync may prepare 100,000 files, far more than a process may hold
@@ -268,11 +263,9 @@ impl Stage {
                 continue;
             };
             let dst = self.put(i);
-            let left = uses.get_mut(hash).expect("counted");
-            *left -= 1;
             let verified = self.verified(hash);
             if verified.exists() {
-                if *left > 0 {
+                if later[i] > 0 {
                     fs::copy(&verified, &dst).map_err(io("copy", &dst))?;
                 } else {
                     fs::rename(&verified, &dst).map_err(io("rename", &dst))?;
@@ -321,12 +314,7 @@ impl Stage {
     /// still here after a kill is kept as verified bytes). That saves a `stat`, a `rename`,
     /// an `open` and a `close` per file. Flushes them all with one `syncfs`.
     pub fn prepare_early(&self, ops: &[Op]) -> Result<Vec<Option<PathBuf>>, EngineError> {
-        let mut uses: HashMap<ContentHash, usize> = HashMap::new();
-        for op in ops {
-            if let Op::Put { hash, .. } = op {
-                *uses.entry(*hash).or_default() += 1;
-            }
-        }
+        let later = later_uses(ops);
         let mut out = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
             let Op::Put {
@@ -340,8 +328,6 @@ impl Stage {
                 out.push(None);
                 continue;
             };
-            let left = uses.get_mut(hash).expect("counted");
-            *left -= 1;
             let verified = self.verified(hash);
             let missing = |e: std::io::Error, what, at: &Path| -> EngineError {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -350,7 +336,7 @@ impl Stage {
                     FsError::io(what, at, e).into()
                 }
             };
-            let src = if *left > 0 {
+            let src = if later[i] > 0 {
                 let dst = self.put(i);
                 fs::copy(&verified, &dst).map_err(|e| missing(e, "copy", &dst))?;
                 dst
@@ -384,6 +370,21 @@ thread_local! {
 }
 
 /// Decodes a blob or chunk, never producing more than `limit` bytes (a zstd bomb is refused).
+/// For each op, how many puts after it in `ops` have its bytes too (0 for all but puts): the
+/// last put of a hash may take the verified file itself, the others get copies.
+fn later_uses(ops: &[Op]) -> Vec<usize> {
+    let mut seen: HashMap<ContentHash, usize> = HashMap::new();
+    let mut later = vec![0; ops.len()];
+    for (i, op) in ops.iter().enumerate().rev() {
+        if let Op::Put { hash, .. } = op {
+            let n = seen.entry(*hash).or_default();
+            later[i] = *n;
+            *n += 1;
+        }
+    }
+    later
+}
+
 fn unpack(enc: Encoding, data: &[u8], limit: usize) -> Result<Vec<u8>, EngineError> {
     match enc {
         Encoding::Raw => {
