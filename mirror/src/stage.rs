@@ -414,3 +414,30 @@ fn unpack(enc: Encoding, data: &[u8], limit: usize) -> Result<Vec<u8>, EngineErr
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_put_of_shared_bytes_has_no_later_use() {
+        let put = |path: &str, bytes: &[u8]| Op::Put {
+            path: SitePath::new(path).unwrap(),
+            hash: ContentHash::from(blake3::hash(bytes)),
+            size: bytes.len() as u64,
+            mode: 0o644,
+            mtime: 0,
+        };
+        let ops = [
+            put("a", b"same"),
+            put("b", b"other"),
+            Op::Delete {
+                path: SitePath::new("c").unwrap(),
+            },
+            put("d", b"same"),
+            put("e", b"same"),
+        ];
+        assert_eq!(later_uses(&ops), [2, 0, 0, 1, 0]);
+        assert!(later_uses(&[]).is_empty());
+    }
+}
