@@ -93,6 +93,8 @@ pub fn scenario(run: &mut Run, dir: &Path, articles: usize, publishes: usize) ->
     // allocation of a publish would walk (see `synthetic::seeded_keys`).
     drop(docs);
     let docs = synthetic::seeded_keys(&state).context("reading the seeded articles")?;
+    // As the producer binary does (see there).
+    tamizdat_producer::keep_freed_memory();
     let mut site = Site::open(SiteOptions::new(out, state)).context("opening the site")?;
     let samples = synthetic::publishes(&mut site, &docs, &spec, publishes)?;
     drop(site);

@@ -81,6 +81,7 @@ fn show(what: &str, t: &Timed) {
 }
 
 fn main() {
+    tamizdat_producer::keep_freed_memory();
     let a = args();
     let tmp = tempfile::tempdir().unwrap();
     let root = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());

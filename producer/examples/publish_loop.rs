@@ -1,7 +1,8 @@
 //! Publishes into a site a benchmark run kept (`tamizdat-bench ... --keep`), to profile one
 //! publish without re-seeding and re-rendering 100k articles:
 //! `cargo run --release --example publish_loop -- STATE OUT N` (N new articles, each followed
-//! by an edit). Prints the median and p99 of each kind and the phases' medians.
+//! by an edit). Prints the median and p99 of each kind and the phases' medians. With
+//! `NO_VARIANTS=1` in the environment no precompressed variants are made (a quieter profile).
 use std::path::PathBuf;
 use tamizdat_producer::site::{Site, SiteOptions};
 use tamizdat_producer::synthetic::{self, Spec};
@@ -11,6 +12,7 @@ use tamizdat_producer::synthetic::{self, Spec};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    tamizdat_producer::keep_freed_memory();
     let mut args = std::env::args().skip(1);
     let usage = "usage: publish_loop STATE OUT N";
     let state = PathBuf::from(args.next().expect(usage));
@@ -22,7 +24,9 @@ fn main() -> anyhow::Result<()> {
         tags: (docs.len() / 100).clamp(10, 1000),
         seed: 1,
     };
-    let mut site = Site::open(SiteOptions::new(out, state))?;
+    let mut opts = SiteOptions::new(out, state);
+    opts.precompress = std::env::var_os("NO_VARIANTS").is_none();
+    let mut site = Site::open(opts)?;
     let samples = synthetic::publishes(&mut site, &docs, &spec, n)?;
     for new in [true, false] {
         let s: Vec<_> = samples.iter().filter(|s| s.new == new).collect();

@@ -150,6 +150,7 @@ impl SiteArgs {
 }
 
 fn main() -> ExitCode {
+    tamizdat_producer::keep_freed_memory();
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match run(cli.cmd) {
