@@ -43,13 +43,15 @@ pub mod watch;
 
 pub use site::{PublishError, Report, Site, SiteOptions};
 
-/// Tells mimalloc, the allocator of every program that publishes (the producer, the benchmark
-/// harness, the examples), to keep the memory it frees instead of handing it back to the
-/// kernel 10 ms later: publishes come seconds or minutes apart, so each one faulted its
-/// working memory back in, zeroed page by page (about 95 more page faults a publish at 100k
-/// articles, and 0.4 ms of the p50 in three alternating runs of `examples/publish_loop`).
-/// The cost is that a long-running `serve` stays at its high-water mark (16 MB higher in
-/// that example). An operator's `MIMALLOC_PURGE_DELAY` in the environment wins.
+/// Tells mimalloc, the allocator of the programs that publish (`serve` and `watch`, the
+/// benchmark harness's producer scenario, the examples), to keep the memory it frees instead
+/// of handing it back to the kernel 10 ms later: publishes come seconds or minutes apart, so
+/// each one faulted its working memory back in, zeroed page by page (about 95 more page
+/// faults a publish at 100k articles, and 0.4 ms of the p50 in three alternating runs of
+/// `examples/publish_loop`). The cost is that a long-running process stays at its
+/// high-water mark (16 MB higher in that example), which is why one-shot commands such as
+/// `render --all` do not call it. An operator's `MIMALLOC_PURGE_DELAY` in the environment
+/// wins.
 pub fn keep_freed_memory() {
     /// `mi_option_purge_delay` in mimalloc.h (v2 and v3), which libmimalloc-sys does not name.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -150,7 +150,6 @@ impl SiteArgs {
 }
 
 fn main() -> ExitCode {
-    tamizdat_producer::keep_freed_memory();
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match run(cli.cmd) {
@@ -208,6 +207,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| max_publishes_per_sec.ceil().clamp(1.0, 1e6) as u32),
                 max_media_bytes,
             };
+            // Long-running and idle between publishes (a one-shot command is not).
+            tamizdat_producer::keep_freed_memory();
             let site = Site::open(site.options())?;
             let rt = tokio::runtime::Runtime::new().context("Failed to start the runtime")?;
             rt.block_on(async move {
@@ -272,6 +273,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Watch { dir, site } => {
             let limits = site.limits();
+            tamizdat_producer::keep_freed_memory();
             let mut site = Site::open(site.options())?;
             let (_keep, stop) = std::sync::mpsc::channel();
             watch::run(&mut site, &dir, limits, stop)?;
