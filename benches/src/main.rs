@@ -1311,18 +1311,52 @@ fn disk_probe(dir: &Path) -> String {
             Some(format!("{avg}%"))
         })
         .unwrap_or_else(|| "n/a".into());
+    let create = match create_probe(dir) {
+        Ok(us) => format!("{} µs", f(us)),
+        Err(e) => format!("probe failed ({e})"),
+    };
     match probe {
-        Err(e) => format!("probe failed ({e}); I/O pressure (some, avg60) {pressure}"),
+        Err(e) => format!(
+            "probe failed ({e}); making a directory with a file in it {create}; I/O pressure \
+             (some, avg60) {pressure}"
+        ),
         Ok(()) => {
             ms.sort_by(f64::total_cmp);
             format!(
-                "4 KB write + fdatasync p50 {} ms, max {} ms ({N} samples); I/O pressure \
-                 (some, avg60) {pressure}",
+                "4 KB write + fdatasync p50 {} ms, max {} ms ({N} samples); making a directory \
+                 with a file in it {create} (mean of {CREATE_PAIRS}); I/O pressure (some, avg60) \
+                 {pressure}",
                 f(ms[N / 2]),
                 f(ms[N - 1])
             )
         }
     }
+}
+
+/// Directories (each with one empty file) [`create_probe`] makes.
+const CREATE_PAIRS: usize = 100;
+
+/// Mean microseconds to make a directory and an empty file in it under `dir`, as a mirror
+/// does for each new page. On this project's VM (ext4 without a journal) it is 20-40 µs
+/// normally and several times that for minutes after a large tree was deleted nearby: ext4
+/// then passes over the freed inodes when it allocates (`recently_deleted`), which slows
+/// rsync and the mirror alike and moves the initial sync's figures (BENCHMARKS.md, run 21).
+fn create_probe(dir: &Path) -> std::io::Result<f64> {
+    let base = dir.join(".create-probe");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir(&base)?;
+    let t = Instant::now();
+    let made = (|| -> std::io::Result<()> {
+        for i in 0..CREATE_PAIRS {
+            let d = base.join(format!("d{i}"));
+            std::fs::create_dir(&d)?;
+            std::fs::File::create(d.join("index.html"))?;
+        }
+        Ok(())
+    })();
+    let us = t.elapsed().as_secs_f64() * 1e6 / CREATE_PAIRS as f64;
+    let _ = std::fs::remove_dir_all(&base);
+    made.map(|()| us)
 }
 
 /// Processes (other than this harness's) that used more than 10% of a core over one second:
