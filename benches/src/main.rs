@@ -522,7 +522,10 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
              right after it (timed apart) is when its files reach the disk. Without that `sync` the mirror, \
              which flushes with `syncfs`, would pay for rsync's dirty pages: at 10k pages the initial sync \
              took 3.1-4.2 s that way in runs 16-18, and 1.8-2.2 s with nothing dirty left \
-             (`benches/ab-resync.py`)."
+             (`benches/ab-resync.py`). Both sides create every file and directory, so both slow down \
+             when the file system does: \"making a directory with a file in it\" in the machine sample \
+             above is several times its usual 20-40 µs for minutes after a large tree was deleted \
+             nearby (ext4 without a journal passes over recently freed inodes; BENCHMARKS.md, run 21)."
         )];
     }
     if rs_init.is_none() {
