@@ -1376,8 +1376,6 @@ impl Engine {
     }
 }
 
-/// Carries out `ops` in `root` under `site`'s publish gate; returns the directories to fsync.
-/// The files it replaces or deletes are freed after the gate opens ([`fsops::Held`]).
 /// What [`execute`] expects to find where it renames.
 #[derive(Clone, Copy, PartialEq)]
 enum Tree {
@@ -1391,6 +1389,8 @@ enum Tree {
     Filling,
 }
 
+/// Carries out `ops` in `root` under `site`'s publish gate; returns the directories to fsync.
+/// The files it replaces or deletes are freed after the gate opens ([`fsops::Held`]).
 fn execute(
     root: &Path,
     site: &Site,

@@ -64,7 +64,7 @@ pub fn existing(root: &Path, path: &SitePath) -> Result<Option<PathBuf>, FsError
 #[derive(Default)]
 pub struct Ancestors {
     checked: Vec<PathBuf>,
-    fresh: bool,
+    how: Walk,
 }
 
 impl Ancestors {
@@ -74,18 +74,13 @@ impl Ancestors {
     pub fn fresh() -> Self {
         Ancestors {
             checked: Vec::new(),
-            fresh: true,
+            how: Walk::CreateFirst,
         }
     }
 
     /// [`prepare_parent`], skipping the ancestors checked last time.
     pub fn prepare_parent(&mut self, root: &Path, path: &SitePath) -> Result<PathBuf, FsError> {
-        let how = if self.fresh {
-            Walk::CreateFirst
-        } else {
-            Walk::Create
-        };
-        walk(root, path, how, &mut self.checked)?;
+        walk(root, path, self.how, &mut self.checked)?;
         Ok(root.join(path.as_str()))
     }
 
@@ -95,11 +90,12 @@ impl Ancestors {
 }
 
 /// What [`walk`] does about a missing ancestor.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Default)]
 enum Walk {
     /// Stops: the path does not exist.
     Find,
     /// Makes it, after finding it missing.
+    #[default]
     Create,
     /// Makes it without looking first; looks only if it was there.
     CreateFirst,
