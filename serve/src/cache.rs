@@ -62,7 +62,8 @@ impl Doorkeeper {
     }
 }
 
-/// FNV-1a, 64 bits: a spread for the doorkeeper (the shard index uses the 32-bit one).
+/// FNV-1a, 64 bits: a spread for the shard index and the doorkeeper, not DoS resistance (the
+/// maps have that).
 fn fnv64(key: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in key.bytes() {
@@ -87,12 +88,8 @@ impl HotCache {
     }
 
     fn shard(&self, key: &str) -> &RwLock<Shard> {
-        // FNV-1a: the shard only needs a spread, not DoS resistance (the map has that).
-        let mut h: u32 = 0x811c9dc5;
-        for b in key.bytes() {
-            h = (h ^ b as u32).wrapping_mul(0x01000193);
-        }
-        &self.shards[h as usize % SHARDS]
+        // The high half: the doorkeeper's bit comes from the low one.
+        &self.shards[(fnv64(key) >> 32) as usize % SHARDS]
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Arc<Resource>> {

@@ -59,6 +59,16 @@ struct Hashes {
     hints: HashMap<Box<str>, [u8; 32]>,
 }
 
+impl Hashes {
+    /// Keeps `hash` for `rel` as long as its stat stays `id` (all forgotten when full).
+    fn remember(&mut self, rel: &str, id: FileId, hash: [u8; 32]) {
+        if self.known.len() >= HASH_CACHE_ENTRIES {
+            self.known.clear();
+        }
+        self.known.insert(rel.into(), (id, hash));
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct FileId {
     len: u64,
@@ -425,16 +435,9 @@ impl Site {
                 Err(Errno::NOSYS) => {
                     self.no_openat2.store(true, Ordering::Relaxed);
                     self.no_resolve_cached.store(true, Ordering::Relaxed);
-                    if never {
-                        return Err(WouldBlock);
-                    }
                 }
                 // A symlink on the way: the general way below decides.
-                Err(Errno::LOOP) | Err(Errno::XDEV) => {
-                    if never {
-                        return Err(WouldBlock);
-                    }
-                }
+                Err(Errno::LOOP) | Err(Errno::XDEV) => {}
                 Err(_) => return Ok(None),
             }
         }
@@ -493,10 +496,7 @@ impl Site {
                 }
             }
             if let Some(hash) = h.hints.remove(rel) {
-                if h.known.len() >= HASH_CACHE_ENTRIES {
-                    h.known.clear();
-                }
-                h.known.insert(rel.into(), (id, hash));
+                h.remember(rel, id, hash);
                 return Ok(Some(hash));
             }
         }
@@ -513,11 +513,7 @@ impl Site {
             };
             let after = FileId::of(&meta);
             if after == id {
-                let mut h = self.hashes.lock();
-                if h.known.len() >= HASH_CACHE_ENTRIES {
-                    h.known.clear();
-                }
-                h.known.insert(rel.into(), (id, hash));
+                self.hashes.lock().remember(rel, id, hash);
                 return Ok(Some(hash));
             }
             id = after;
