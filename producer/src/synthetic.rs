@@ -207,12 +207,9 @@ pub fn publishes(
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let newest = {
-        let conn = store::open(&site.options().state)?;
-        store::newest(&conn, &store::Listing::All, 0, 1, false)?
-            .first()
-            .map_or(0, |d| d.published_at)
-    };
+    let newest = store::newest(site.parts().0, &store::Listing::All, 0, 1, false)?
+        .first()
+        .map_or(0, |d| d.published_at);
     let now = newest.max(EPOCH_2000 + SPAN_SECONDS) + 60;
     let limits = Limits::default();
     let date = |ts: i64| {
