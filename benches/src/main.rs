@@ -1318,22 +1318,21 @@ fn disk_probe(dir: &Path) -> String {
         Ok(us) => format!("{} µs", f(us)),
         Err(e) => format!("probe failed ({e})"),
     };
-    match probe {
-        Err(e) => format!(
-            "probe failed ({e}); making a directory with a file in it {create}; I/O pressure \
-             (some, avg60) {pressure}"
-        ),
+    let fsync = match probe {
+        Err(e) => format!("probe failed ({e})"),
         Ok(()) => {
             ms.sort_by(f64::total_cmp);
             format!(
-                "4 KB write + fdatasync p50 {} ms, max {} ms ({N} samples); making a directory \
-                 with a file in it {create} (mean of {CREATE_PAIRS}); I/O pressure (some, avg60) \
-                 {pressure}",
+                "4 KB write + fdatasync p50 {} ms, max {} ms ({N} samples)",
                 f(ms[N / 2]),
                 f(ms[N - 1])
             )
         }
-    }
+    };
+    format!(
+        "{fsync}; making a directory with a file in it {create} (mean of {CREATE_PAIRS}); I/O \
+         pressure (some, avg60) {pressure}"
+    )
 }
 
 /// Directories (each with one empty file) [`create_probe`] makes.

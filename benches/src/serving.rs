@@ -100,6 +100,7 @@ fn duration_ms(s: &str) -> f64 {
 }
 
 /// The mirror's resident memory while one wrk run loaded it.
+#[derive(Clone, Copy)]
 struct Rss {
     /// Largest VmRSS read, in KB, and how many reads.
     max_kb: u64,
@@ -206,20 +207,12 @@ fn medians(runs: &[Measured]) -> Measured {
         p99_ms: of(|m| m.wrk.p99_ms),
         errors: runs.iter().flat_map(|m| m.wrk.errors.clone()).collect(),
     };
-    let rss = runs
-        .iter()
-        .filter_map(|m| m.rss.as_ref())
-        .fold(None, |acc: Option<Rss>, r| {
-            Some(match acc {
-                None => Rss { ..*r },
-                Some(a) => Rss {
-                    max_kb: a.max_kb.max(r.max_kb),
-                    samples: a.samples + r.samples,
-                    hwm_kb: a.hwm_kb.max(r.hwm_kb),
-                    reset: a.reset && r.reset,
-                },
-            })
-        });
+    let rss = runs.iter().filter_map(|m| m.rss).reduce(|a, r| Rss {
+        max_kb: a.max_kb.max(r.max_kb),
+        samples: a.samples + r.samples,
+        hwm_kb: a.hwm_kb.max(r.hwm_kb),
+        reset: a.reset && r.reset,
+    });
     Measured {
         cpu_secs: of(|m| m.cpu_secs / m.wrk.requests as f64) * requests as f64,
         wrk,
