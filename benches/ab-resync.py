@@ -11,10 +11,12 @@ Usage: benches/ab-resync.py ROUNDS WORK BINDIR [BINDIR...]
   WORK/site is the tree (e.g. `tamizdat-bench gen WORK/site --articles 100000 --media 12
   --media-max 52428800`); each mirror's root and state stay under WORK (removing 100k-file
   trees right before a run slows ext4's inode allocation for minutes: see benches/README.md).
-Needs ports 7400 and 7401 free."""
+  A BINDIR of `rsync` times `rsync -a` into a fresh module under WORK/roots instead, plus the
+  `sync` after it (its writeback), so the anchor runs in the same conditions, turn about.
+Needs ports 7400, 7401 and 7873 free."""
 import json, os, subprocess, sys, time, urllib.request
 rounds, W, dirs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-dist_bin = dirs[0] + "/tamizdat-distributor"
+dist_bin = [x for x in dirs if x != "rsync"][0] + "/tamizdat-distributor"
 log = open(f"{W}/dist.log", "w")
 st = f"{W}/dist-state"
 d = subprocess.Popen([dist_bin, "serve", "--root", f"{W}/site", "--state", st,
@@ -39,6 +41,25 @@ try:
         for x in dirs:
             k += 1
             name = f"m{k}"
+            if x == "rsync":
+                root = f"{W}/roots/{name}"
+                os.makedirs(root)
+                conf = f"{W}/rsyncd-{name}.conf"
+                open(conf, "w").write(f"use chroot = no\nreverse lookup = no\nuid = root\ngid = root\n"
+                                      f"pid file = {W}/rsyncd-{name}.pid\n[t]\npath = {root}\nread only = no\n")
+                subprocess.run(["rsync", "--daemon", f"--config={conf}", "--port=7873", "--sockopts=TCP_NODELAY"], check=True)
+                subprocess.run(["sync"]); time.sleep(3)
+                t0 = time.time()
+                subprocess.run(["rsync", "-a", "--delete", "--sockopts=TCP_NODELAY", f"{W}/site/",
+                                "rsync://127.0.0.1:7873/t/"], check=True)
+                t1 = time.time()
+                subprocess.run(["sync"])
+                dt, wb = t1 - t0, time.time() - t1
+                os.kill(int(open(f"{W}/rsyncd-{name}.pid").read()), 15)
+                time.sleep(0.5)
+                res[x].append(dt + wb)
+                print(f"rsync {name} {dt:.2f} s + its writeback {wb:.2f} s", flush=True)
+                continue
             tok = subprocess.check_output([dist_bin, "mirror", "add", name, "--state", st], text=True).split()[-1]
             subprocess.run(["sync"]); time.sleep(3)
             mlog = open(f"{W}/{name}.log", "w")
@@ -74,7 +95,8 @@ try:
             def cpu(pid):
                 f = open(f"/proc/{pid}/stat").read().rsplit(")",1)[1].split()
                 return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-            print(f"   mirror cpu {cpu(m.pid):.2f} s, distributor cpu so far {cpu(d.pid):.2f} s", flush=True)
+            print(f"   mirror cpu {cpu(m.pid):.2f} s, distributor cpu so far {cpu(d.pid):.2f} s, "
+                  f"content sent {mm[0].get('blob_bytes_sent', 0) / 1e6:.0f} MB", flush=True)
             threads = {}
             for tid in os.listdir(f"/proc/{m.pid}/task"):
                 try:
