@@ -27,6 +27,7 @@ use anyhow::Result;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tamizdat_protocol::{
     encode, sign, Blob, Changeset, Chunk, ContentHash, ErrorCode, Fingerprint, Link, Message, Mode,
@@ -280,6 +281,8 @@ struct Conn {
     ask_from: Option<(u64, usize)>,
     /// The full resync that may publish its files as their bytes arrive ([`EARLY_BATCH`]).
     early_seq: Option<u64>,
+    /// Which of its ops the early publisher was given: its end plans only the others.
+    early_done: OpSet,
     /// Blobs pushed ahead of the changeset that needs them, and their bytes.
     pushed: HashSet<ContentHash>,
     pushed_bytes: u64,
@@ -292,6 +295,24 @@ struct Want {
     size: u64,
     seq: u64,
     op: u32,
+}
+
+/// A set of op indices, one bit each.
+#[derive(Default)]
+struct OpSet(Vec<u64>);
+
+impl OpSet {
+    fn insert(&mut self, i: u32) {
+        let (word, bit) = (i as usize / 64, i % 64);
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << bit;
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
 }
 
 /// The front changeset's sequence, how many requested hashes it still waits for (the
@@ -485,6 +506,7 @@ impl Engine {
             front: None,
             ask_from: None,
             early_seq: None,
+            early_done: OpSet::default(),
         });
         Ok(())
     }
@@ -673,6 +695,7 @@ impl Engine {
             // publish at the end.
             if conn.queue.is_empty() && store.holds_nothing()? && root_is_fresh(root)? {
                 conn.early_seq = Some(a.seq);
+                conn.early_done = OpSet::default();
             }
         }
         conn.last_queued = a.seq;
@@ -691,6 +714,10 @@ impl Engine {
             conn.pushed_bytes = 0;
         }
         debug!(seq = a.seq, ops = a.ops.len(), kind = ?a.kind, "changeset received");
+        let early = match a.ops {
+            Ops::Spilled(n) if conn.early_seq == Some(a.seq) => Some(n),
+            _ => None,
+        };
         conn.queue.push_back(Queued {
             seq: a.seq,
             base_seq: a.base_seq,
@@ -698,6 +725,9 @@ impl Engine {
             ops: a.ops,
             proof,
         });
+        if early.is_some() && self.early.is_none() {
+            self.early = Some(Early::start(self, early)?);
+        }
         self.request_missing(Ask::Newest)?;
         self.try_apply()
     }
@@ -928,10 +958,11 @@ impl Engine {
             let op = cs.ops.get(&self.store, i)?;
             if matches!(&op, Op::Put { hash, .. } if self.stage.has(hash)) {
                 ops.push(op);
+                conn.early_done.insert(i);
             }
         }
         if self.early.is_none() {
-            self.early = Some(Early::start(self)?);
+            self.early = Some(Early::start(self, None)?);
         }
         let early = self.early.as_mut().expect("started");
         if early.tx.send(ops).is_err() {
@@ -957,11 +988,15 @@ impl Engine {
 /// ([`Engine::finish_early`]) before it plans the resync's end, and when the connection ends.
 struct Early {
     tx: std::sync::mpsc::SyncSender<Vec<Op>>,
+    /// Makes the manifest's directories ahead of the batches ([`make_dirs`]).
+    dirs: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     thread: std::thread::JoinHandle<Result<(), EngineError>>,
 }
 
 impl Early {
-    fn start(e: &Engine) -> Result<Early, EngineError> {
+    /// `spilled`: the resync's manifest, when it is in the state database, whose directories
+    /// a second thread makes ahead.
+    fn start(e: &Engine, spilled: Option<u32>) -> Result<Early, EngineError> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Op>>(2);
         let stage = e.stage.sibling();
         let mut store = e.store.reopen()?;
@@ -987,13 +1022,17 @@ impl Early {
                 for ops in rx {
                     let t = std::time::Instant::now();
                     let sources = stage.prepare_early(&ops)?;
+                    let prepared = t.elapsed();
                     if let Some((done, _)) = placed.take() {
                         record(&mut store, &done)?;
                     }
+                    let recorded = t.elapsed();
                     let dirs = execute(&root, &site, &rt, &ops, &sources, Tree::Filling)?;
                     debug!(
                         files = ops.len(),
                         us = t.elapsed().as_micros() as u64,
+                        prepare_and_flush_us = prepared.as_micros() as u64,
+                        record_us = (recorded - prepared).as_micros() as u64,
                         "published part of a full resync"
                     );
                     placed = Some((ops, dirs));
@@ -1005,15 +1044,55 @@ impl Early {
                 Ok(())
             })
             .map_err(|e| anyhow::anyhow!("cannot start the early publisher: {e}"))?;
-        Ok(Early { tx, thread })
+        let dirs = match spilled {
+            Some(n) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let (store, root, stopped) = (e.store.reopen()?, e.root.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("early-dirs".into())
+                    .spawn(move || {
+                        if let Err(err) = make_dirs(&store, &root, n, &stopped) {
+                            // The publisher makes whatever is missing itself.
+                            warn!("making a full resync's directories ahead: {err}");
+                        }
+                    })
+                    .ok()
+                    .map(|t| (stop, t))
+            }
+            None => None,
+        };
+        Ok(Early { tx, dirs, thread })
     }
 
     fn finish(self) -> Result<(), EngineError> {
+        if let Some((stop, t)) = self.dirs {
+            stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
         drop(self.tx);
         self.thread
             .join()
             .map_err(|_| anyhow::anyhow!("the early publisher panicked"))?
     }
+}
+
+/// Makes the directories of a spilled manifest's `n` puts, in order, until `stop`: the early
+/// publisher then only renames. Making them was half of its work (a `mkdir` a page in a site
+/// of `yyyy/mm/slug/index.html`), and this runs while the bytes arrive. An empty directory
+/// in the served tree shows nothing; each batch's flush makes those made so far durable
+/// before its renames, and the publisher makes any it finds missing.
+fn make_dirs(store: &Store, root: &Path, n: u32, stop: &AtomicBool) -> Result<(), EngineError> {
+    let mut dirs = fsops::Ancestors::fresh();
+    let _ = Ops::Spilled(n).visit(store, 0, |_, op| {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(ControlFlow::Break(()));
+        }
+        if let Op::Put { path, .. } = op {
+            dirs.prepare_parent(root, path)?;
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(())
 }
 
 /// A full resync's manifest puts each path once, and never a file where another path needs a
@@ -1189,8 +1268,14 @@ impl Engine {
             } = &*self;
             let conn = conn.as_ref().expect("connected");
             let gone = &conn.gone;
+            let early = conn.early_seq == Some(cs.seq);
             // A break is a hash that went missing (`missing`).
-            let _ = cs.ops.visit(store, 0, |_, op| {
+            let _ = cs.ops.visit(store, 0, |i, op| {
+                // Placed and recorded by the early publisher, which has finished: looking
+                // again was a tenth of a 10k-page resync, after its last byte had arrived.
+                if early && conn.early_done.contains(i) {
+                    return Ok(ControlFlow::Continue(()));
+                }
                 let Op::Put {
                     path,
                     hash,
@@ -1228,7 +1313,7 @@ impl Engine {
                 exec.push(op.clone());
                 Ok(ControlFlow::Continue(()))
             })?;
-            conn.early_seq == Some(cs.seq)
+            early
         };
         if missing {
             self.conn.as_mut().expect("connected").queue.push_front(cs);
@@ -1425,14 +1510,23 @@ fn execute(
                 path, hash, size, ..
             } => {
                 let Some(src) = src else { continue };
-                let full = ancestors.prepare_parent(root, path)?;
-                let placed = tree == Tree::Filling && std::fs::rename(src, &full).is_ok();
-                if !placed {
-                    if fsops::clear_for_rename(&full, &mut held)? {
-                        ancestors.forget();
+                // Filling, the directories are normally there already (`publish_early`).
+                let placed = match tree {
+                    Tree::Filling => Some(root.join(path.as_str()))
+                        .filter(|full| std::fs::rename(src, full).is_ok()),
+                    Tree::Served => None,
+                };
+                let full = match placed {
+                    Some(full) => full,
+                    None => {
+                        let full = ancestors.prepare_parent(root, path)?;
+                        if fsops::clear_for_rename(&full, &mut held)? {
+                            ancestors.forget();
+                        }
+                        std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
+                        full
                     }
-                    std::fs::rename(src, &full).map_err(|e| FsError::io("rename", &full, e))?;
-                }
+                };
                 if site.wants_hash(*size) {
                     let _ = site.set_hash(path.as_str(), &hash.to_hex());
                 }
