@@ -31,7 +31,8 @@ use rand::{Rng, SeedableRng};
 use gen::{Site, Spec};
 use procs::{cpu_secs, http_get, status_kb};
 use report::{f, mb, ratio, summary, Table};
-use tz::{find_tool, hardlink_copy, rsync_run, Dist, Lsyncd, Mirror, RsyncD};
+use serving::median;
+use tz::{find_tool, hardlink_copy, rsync_run, Dist, Lsyncd, Mirror, RsyncD, RsyncRun};
 
 /// The producer binary's allocator (mimalloc), so the publishes this process times run as
 /// they do there. In the producer: malloc and free were 28% of the CPU time of rendering
@@ -424,27 +425,30 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(run.cfg.seed.wrapping_mul(31) ^ n as u64);
     let mut version = 1u64;
 
-    // --- 3. initial sync: rsync anchor first, then tamizdat
+    // --- 3. initial sync: INITIAL_ROUNDS rounds, turn about: rsync into an empty module, then
+    // a new tamizdat mirror into an empty root. m1 is the first round's mirror; the others
+    // stop (revoked) after their round. No target is deleted before the size ends: ext4 here
+    // made files several times slower for minutes after a large delete (run 21).
     let rsync = run.anchors["rsync"].clone();
     let rsync_dir = dir.join("rsync");
-    let rsync_target = dir.join("rsync-target");
+    let rsync_target = |round: usize| match round {
+        0 => dir.join("rsync-target"),
+        r => dir.join(format!("rsync-target-{}", r + 1)),
+    };
+    let module = |round: usize| match round {
+        0 => "t".to_owned(),
+        r => format!("t{}", r + 1),
+    };
     let rsyncd = match &rsync {
         Some(r) => Some(RsyncD::start(
             r,
             &rsync_dir,
-            &[("t".into(), rsync_target.clone())],
+            &(0..INITIAL_ROUNDS)
+                .map(|i| (module(i), rsync_target(i)))
+                .collect::<Vec<_>>(),
         )?),
         None => None,
     };
-    let rs_init = match (&rsync, &rsyncd) {
-        (Some(r), Some(d)) => Some(rsync_run(r, &src, &d.url("t"))?),
-        _ => None,
-    };
-    eprintln!(
-        "    rsync initial sync: {:?}",
-        rs_init.as_ref().map(|r| r.wall)
-    );
-
     let dist = Dist::start(&bin, dir, &src)?;
     let index_time = dist.ready;
     eprintln!(
@@ -452,23 +456,59 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
         index_time.as_secs_f64()
     );
     let mut mirrors: Vec<Mirror> = Vec::new();
-    let tok = dist.add_mirror("m1")?;
-    let t0 = Instant::now();
-    mirrors.push(Mirror::start(&bin, dir, "m1", &tok, &dir.join("m1-root"))?);
-    dist.wait_synced(&["m1".into()], Duration::from_secs(1800))?;
-    let tz_init = t0.elapsed();
-    // Peaks through the start-up index and the initial sync alone: before the edits, whose
-    // repeated polls put pages in the mirror's hot cache (up to 32 MiB by default).
-    let (sync_dist_hwm, sync_m1_hwm) = (
-        status_kb(dist.proc.pid(), "VmHWM"),
-        status_kb(mirrors[0].proc.pid(), "VmHWM"),
-    );
-    let init_bytes = dist.mirror("m1")?["bytes_sent"].as_u64().unwrap_or(0);
-    let got = count_files(&mirrors[0].root);
-    if got != files {
-        bail!("m1 holds {got} files after its initial sync, the site has {files}");
+    let mut rs_inits = Vec::new();
+    let mut tz_inits = Vec::new();
+    let mut init_bytes = 0;
+    let (mut sync_dist_hwm, mut sync_m1_hwm) = (0, 0);
+    for round in 0..INITIAL_ROUNDS {
+        if let (Some(r), Some(d)) = (&rsync, &rsyncd) {
+            let rs = rsync_run(r, &src, &d.url(&module(round)))?;
+            eprintln!("    rsync initial sync: {:?}", rs.wall);
+            rs_inits.push(rs);
+        }
+        // What the distributor's index or the last round left dirty is nobody's sync: rsync's
+        // own writeback is timed apart, and a mirror abroad has a disk of its own.
+        flush_disk();
+        let name = match round {
+            0 => "m1".to_owned(),
+            r => format!("s{}", r + 1),
+        };
+        let tok = dist.add_mirror(&name)?;
+        let t0 = Instant::now();
+        let mut m = Mirror::start(&bin, dir, &name, &tok, &dir.join(format!("{name}-root")))?;
+        dist.wait_synced(std::slice::from_ref(&name), Duration::from_secs(1800))?;
+        let took = t0.elapsed();
+        let got = count_files(&m.root);
+        if got != files {
+            bail!("{name} holds {got} files after its initial sync, the site has {files}");
+        }
+        eprintln!("    tamizdat initial sync: {:.2} s", took.as_secs_f64());
+        tz_inits.push(took);
+        if round == 0 {
+            // Peaks through the start-up index and the initial sync alone: before the edits,
+            // whose repeated polls put pages in the mirror's hot cache (32 MiB by default).
+            sync_dist_hwm = status_kb(dist.proc.pid(), "VmHWM");
+            sync_m1_hwm = status_kb(m.proc.pid(), "VmHWM");
+            init_bytes = dist.mirror("m1")?["bytes_sent"].as_u64().unwrap_or(0);
+            mirrors.push(m);
+        } else {
+            m.stop();
+            dist.revoke_mirror(&name)?;
+        }
     }
-    eprintln!("    tamizdat initial sync: {:.2} s", tz_init.as_secs_f64());
+    let tz_init = Duration::from_secs_f64(median(
+        tz_inits.iter().map(|d| d.as_secs_f64()).collect(),
+    ));
+    let rs_init = (!rs_inits.is_empty()).then(|| RsyncRun {
+        wall: Duration::from_secs_f64(median(
+            rs_inits.iter().map(|r| r.wall.as_secs_f64()).collect(),
+        )),
+        writeback: Duration::from_secs_f64(median(
+            rs_inits.iter().map(|r| r.writeback.as_secs_f64()).collect(),
+        )),
+        bytes: rs_inits[0].bytes,
+        transferred: rs_inits[0].transferred,
+    });
     {
         let miss = missing(run, "rsync").unwrap_or_default();
         let t = table(
@@ -513,7 +553,9 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
             ratio(rw + wb, tz_init.as_secs_f64()),
         ]);
         t.notes = vec![format!(
-            "One sample each. tamizdat: from starting `tamizdat-mirror run` with an empty root until the \
+            "Medians of {INITIAL_ROUNDS} rounds, turn about: rsync into an empty module, `sync`, then a new \
+             tamizdat mirror (every sample is in the raw CSV); the bytes are the first round's. \
+             tamizdat: from starting `tamizdat-mirror run` with an empty root until the \
              distributor's status shows it connected with acked_seq = head_seq (the file count is checked \
              afterwards); it does not include the distributor's own start-up index, which is reported in the \
              no-change table. rsync: `rsync -a --delete --stats --sockopts=TCP_NODELAY SRC/ rsync://127.0.0.1:PORT/t/` \
@@ -531,15 +573,19 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
     if rs_init.is_none() {
         run.notes.push(missing(run, "rsync").unwrap());
     }
-    run.raw.push(format!(
-        "initial_sync,{files},1,tamizdat,0,{:.3}",
-        ms(tz_init)
-    ));
-    if let Some(r) = &rs_init {
-        run.raw
-            .push(format!("initial_sync,{files},1,rsync,0,{:.3}", ms(r.wall)));
+    for (round, took) in tz_inits.iter().enumerate() {
         run.raw.push(format!(
-            "initial_sync,{files},1,rsync_writeback,0,{:.3}",
+            "initial_sync,{files},1,tamizdat,{round},{:.3}",
+            ms(*took)
+        ));
+    }
+    for (round, r) in rs_inits.iter().enumerate() {
+        run.raw.push(format!(
+            "initial_sync,{files},1,rsync,{round},{:.3}",
+            ms(r.wall)
+        ));
+        run.raw.push(format!(
+            "initial_sync,{files},1,rsync_writeback,{round},{:.3}",
             ms(r.writeback)
         ));
     }
@@ -1337,6 +1383,10 @@ fn disk_probe(dir: &Path) -> String {
 
 /// Directories (each with one empty file) [`create_probe`] makes.
 const CREATE_PAIRS: usize = 100;
+
+/// Rounds of the initial sync, each side turn about: one sample moved by up to 2x with the
+/// VM's mood (runs 21, 21c-e).
+const INITIAL_ROUNDS: usize = 3;
 
 /// Mean microseconds to make a directory and an empty file in it under `dir`, as a mirror
 /// does for each new page. On this project's VM (ext4 without a journal) it is 20-40 µs

@@ -103,6 +103,20 @@ impl Dist {
         Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
 
+    pub fn revoke_mirror(&self, name: &str) -> Result<()> {
+        let out = Command::new(self.bin.join("tamizdat-distributor"))
+            .args(["mirror", "revoke", name, "--state"])
+            .arg(&self.state)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "mirror revoke {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     pub fn status(&self) -> Result<Value> {
         let r = http_get(self.admin, "/v1/status")?;
         if r.status != 200 {
