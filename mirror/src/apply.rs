@@ -954,13 +954,17 @@ impl Engine {
             return Ok(());
         }
         let mut ops: Vec<Op> = Vec::with_capacity(front.ready.len());
-        for i in front.ready.drain(..) {
-            let op = cs.ops.get(&self.store, i)?;
-            if matches!(&op, Op::Put { hash, .. } if self.stage.has(hash)) {
-                ops.push(op);
-                conn.early_done.insert(i);
+        let (stage, done) = (&self.stage, &mut conn.early_done);
+        self.store.reading(|store| {
+            for i in front.ready.drain(..) {
+                let op = cs.ops.get(store, i)?;
+                if matches!(&op, Op::Put { hash, .. } if stage.has(hash)) {
+                    ops.push(op);
+                    done.insert(i);
+                }
             }
-        }
+            Ok(())
+        })?;
         if self.early.is_none() {
             self.early = Some(Early::start(self, None)?);
         }
