@@ -77,6 +77,16 @@ pub enum RowChange {
 }
 
 /// Opens connections to one state directory's database.
+/// Where the bytes of `hash` can be read, per `c`.
+fn locate_in(c: &Connection, hash: &ContentHash) -> Result<Option<(SitePath, u64)>> {
+    // Once per hash a mirror asks for: a cached statement, not one parsed each time.
+    let row: Option<(String, i64)> = c
+        .prepare_cached("SELECT path, size FROM files WHERE hash = ?1 AND deleted = 0 LIMIT 1")?
+        .query_row([&hash.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(p, s)| SitePath::new(p).ok().map(|p| (p, s as u64))))
+}
+
 pub struct Index {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
@@ -239,17 +249,15 @@ impl Index {
         })
     }
 
-    /// Where the bytes of `hash` can be read now, with their size.
-    pub fn locate(&self, hash: &ContentHash) -> Result<Option<(SitePath, u64)>> {
+    /// Where the bytes of each of `hashes` can be read now, with their size; looked up in one
+    /// read transaction: outside one, each lookup takes and drops SQLite's locks on its own
+    /// (`fcntl` on the log's index), and a full resync looks up every file of the site.
+    pub fn locate_all(&self, hashes: &[ContentHash]) -> Result<Vec<Option<(SitePath, u64)>>> {
         self.with(|c| {
-            // Once per hash a mirror asks for: a cached statement, not one parsed each time.
-            let row: Option<(String, i64)> = c
-                .prepare_cached(
-                    "SELECT path, size FROM files WHERE hash = ?1 AND deleted = 0 LIMIT 1",
-                )?
-                .query_row([&hash.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            Ok(row.and_then(|(p, s)| SitePath::new(p).ok().map(|p| (p, s as u64))))
+            let tx = c.unchecked_transaction()?;
+            let found = hashes.iter().map(|h| locate_in(&tx, h)).collect();
+            tx.finish()?;
+            found
         })
     }
 

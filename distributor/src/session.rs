@@ -700,16 +700,21 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
         rest: Vec::new(),
         content: 0,
     };
-    let mut hashes = batch.into_iter();
-    while let Some(h) = hashes.next() {
+    // Looked up together; a failed lookup counts as gone, as one by one.
+    let found = ctx
+        .index
+        .locate_all(&batch)
+        .unwrap_or_else(|_| vec![None; batch.len()]);
+    let mut hashes = batch.into_iter().zip(found);
+    while let Some((h, at)) = hashes.next() {
         let gone = || encode(&Message::Gone { hash: h }).into();
-        match ctx.index.locate(&h).ok().flatten() {
+        match at {
             None => out.frames.push(gone()),
             Some((p, size)) if size > INLINE_LIMIT => out.large.push((h, p.to_fs(&ctx.root), size)),
             Some((p, size)) => {
                 if out.content > 0 && out.content + size > PACK_BYTES {
                     out.rest.push(h);
-                    out.rest.extend(hashes);
+                    out.rest.extend(hashes.map(|(h, _)| h));
                     break;
                 }
                 out.content += size;
