@@ -1016,30 +1016,48 @@ impl Early {
                 // A batch's renames are made durable by the flush of the next batch's bytes
                 // (the staging directory is on the tree's file system: one `syncfs` does
                 // both) and recorded only after it; the last batch gets a flush of its own.
-                // One flush per batch instead of two: each took 10-35 ms at 10k pages.
+                // One flush per batch instead of two: each took 10-35 ms at 10k pages. The
+                // flush runs on a thread of its own while this one prepares the next batch:
+                // at 100k pages, waiting for it was 40 % of this thread's time.
                 let mut placed: Option<(Vec<Op>, Dirs)> = None;
+                let mut flushing: Option<(Vec<Op>, Vec<Option<PathBuf>>, Flush)> = None;
                 let record = |store: &mut Store, ops: &[Op]| -> Result<(), EngineError> {
                     store.adopt(ops)?;
                     status.metrics.published_early.inc_by(ops.len() as u64);
                     Ok(())
                 };
-                for ops in rx {
+                let place = |store: &mut Store,
+                             placed: &mut Option<(Vec<Op>, Dirs)>,
+                             (ops, sources, flush): (Vec<Op>, Vec<Option<PathBuf>>, Flush)|
+                 -> Result<(), EngineError> {
                     let t = std::time::Instant::now();
-                    let sources = stage.prepare_early(&ops)?;
-                    let prepared = t.elapsed();
+                    flush.wait()?;
+                    let flushed = t.elapsed();
                     if let Some((done, _)) = placed.take() {
-                        record(&mut store, &done)?;
+                        record(store, &done)?;
                     }
                     let recorded = t.elapsed();
                     let dirs = execute(&root, &site, &rt, &ops, &sources, Tree::Filling)?;
                     debug!(
                         files = ops.len(),
                         us = t.elapsed().as_micros() as u64,
-                        prepare_and_flush_us = prepared.as_micros() as u64,
-                        record_us = (recorded - prepared).as_micros() as u64,
+                        flush_wait_us = flushed.as_micros() as u64,
+                        record_us = (recorded - flushed).as_micros() as u64,
                         "published part of a full resync"
                     );
-                    placed = Some((ops, dirs));
+                    *placed = Some((ops, dirs));
+                    Ok(())
+                };
+                for ops in rx {
+                    let sources = stage.prepare_early(&ops)?;
+                    if let Some(prepared) = flushing.take() {
+                        place(&mut store, &mut placed, prepared)?;
+                    }
+                    // After the renames just made: it covers them too.
+                    flushing = Some((ops, sources, Flush::start(&root)));
+                }
+                if let Some(prepared) = flushing.take() {
+                    place(&mut store, &mut placed, prepared)?;
                 }
                 if let Some((done, dirs)) = placed {
                     dirs.sync(&root)?;
@@ -1077,6 +1095,23 @@ impl Early {
         self.thread
             .join()
             .map_err(|_| anyhow::anyhow!("the early publisher panicked"))?
+    }
+}
+
+/// A `syncfs` of the tree's file system running on a thread of its own.
+struct Flush(std::thread::JoinHandle<Result<(), FsError>>);
+
+impl Flush {
+    fn start(root: &Path) -> Flush {
+        let root = root.to_path_buf();
+        Flush(std::thread::spawn(move || fsops::sync_fs(&root)))
+    }
+
+    fn wait(self) -> Result<(), EngineError> {
+        self.0
+            .join()
+            .map_err(|_| anyhow::anyhow!("a flush of the tree panicked"))??;
+        Ok(())
     }
 }
 

@@ -313,7 +313,7 @@ impl Stage {
     /// from there, without the `put-<i>` name through which a restart finds the files of a
     /// pending changeset (a batch published early is recorded by path instead, and a file
     /// still here after a kill is kept as verified bytes). That saves a `stat`, a `rename`,
-    /// an `open` and a `close` per file. Flushes them all with one `syncfs`.
+    /// an `open` and a `close` per file. The caller flushes them (one `syncfs` a batch).
     pub fn prepare_early(&self, ops: &[Op]) -> Result<Vec<Option<PathBuf>>, EngineError> {
         let later = later_uses(ops);
         let mut out = Vec::with_capacity(ops.len());
@@ -348,7 +348,6 @@ impl Stage {
                 .map_err(|e| missing(e, "set mode and mtime", &src))?;
             out.push(Some(src));
         }
-        fsops::sync_fs(&self.dir)?;
         Ok(out)
     }
 
