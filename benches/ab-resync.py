@@ -95,7 +95,9 @@ try:
             def cpu(pid):
                 f = open(f"/proc/{pid}/stat").read().rsplit(")",1)[1].split()
                 return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-            print(f"   mirror cpu {cpu(m.pid):.2f} s, distributor cpu so far {cpu(d.pid):.2f} s, "
+            hwm = [l.split()[1] for l in open(f"/proc/{m.pid}/status") if l.startswith("VmHWM")][0]
+            print(f"   mirror cpu {cpu(m.pid):.2f} s, peak RSS {int(hwm) / 1024:.1f} MB, "
+                  f"distributor cpu so far {cpu(d.pid):.2f} s, "
                   f"content sent {mm[0].get('blob_bytes_sent', 0) / 1e6:.0f} MB", flush=True)
             threads = {}
             for tid in os.listdir(f"/proc/{m.pid}/task"):

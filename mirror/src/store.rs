@@ -155,6 +155,12 @@ impl Store {
         })
     }
 
+    /// Sets this connection's page cache, in KiB.
+    pub fn cache_kib(&self, kib: i64) -> Result<()> {
+        self.conn.pragma_update(None, "cache_size", -kib)?;
+        Ok(())
+    }
+
     /// True when no file is recorded at all (a new mirror, or one reset for a full resync).
     pub fn holds_nothing(&self) -> Result<bool> {
         let any: Option<i64> = self
@@ -468,8 +474,10 @@ fn open_conn(state: &Path) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "wal")?;
     conn.pragma_update(None, "synchronous", "full")?;
-    // 512 KiB of page cache, not SQLite's 2 MB default, for each of the (up to two)
-    // connections: the pages it would keep are in the kernel's page cache anyway.
+    // 512 KiB of page cache, not SQLite's 2 MB default, for each of the connections (the
+    // engine's and, through a fresh mirror's resync, its publisher's; the one that makes
+    // directories ahead takes 64): the pages it would keep are in the kernel's page cache
+    // anyway.
     conn.pragma_update(None, "cache_size", -512)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);
