@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tamizdat_distributor::index::Index;
 use tamizdat_distributor::server::{self, ServeOptions};
-use tamizdat_distributor::session::SessionOptions;
+use tamizdat_distributor::session::{ResyncCompression, SessionOptions};
 use tamizdat_distributor::tls::Tls;
 use tamizdat_distributor::{keys, lag, mirrors, promote};
 use tamizdat_protocol::JoinToken;
@@ -139,6 +139,11 @@ struct Serve {
     /// from the index, in frames, so memory stays flat when a whole tree is copied in.
     #[arg(long, default_value_t = tamizdat_distributor::journal::MAX_INLINE_OPS)]
     max_inline_ops: usize,
+    /// Compress the bytes of catch-ups and full resyncs: auto (while content goes out slower
+    /// than about 64-128 MB/s, as over a link abroad; raw on a LAN or loopback, where zstd
+    /// would be the slowest stage), always (a link billed by the byte), or never.
+    #[arg(long, value_enum, default_value_t = ResyncCompression::Auto)]
+    resync_compression: ResyncCompression,
     /// Log format: human (coloured on a terminal) or json (one object per line).
     #[arg(long, env = "TAMIZDAT_LOG_FORMAT", default_value = "human", value_parser = ["human", "pretty", "json"])]
     log_format: String,
@@ -320,6 +325,7 @@ async fn serve(s: Serve) -> Result<()> {
             max_frame: s.max_frame,
             ping_interval: Duration::from_secs_f64(s.ping_secs),
             hello_timeout: Duration::from_secs_f64(s.hello_timeout_secs),
+            resync_compression: s.resync_compression,
         },
         live_queue: s.live_queue,
         max_connections: s.max_connections,

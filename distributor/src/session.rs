@@ -36,6 +36,20 @@ pub struct SessionOptions {
     pub ping_interval: Duration,
     /// A client that has not said `Hello` by then is dropped.
     pub hello_timeout: Duration,
+    pub resync_compression: ResyncCompression,
+}
+
+/// Whether the bytes a mirror asks for (a catch-up, a full resync) are compressed. Live
+/// changes' bytes always are, when that makes them smaller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResyncCompression {
+    /// While content goes out slower than zstd packs it ([`Pace`]).
+    #[default]
+    Auto,
+    /// Always: a link billed by the byte, however fast.
+    Always,
+    /// Never: a distributor short of CPU, on a fast network.
+    Never,
 }
 
 pub struct Ctx {
@@ -500,7 +514,7 @@ async fn blob_task(
     let mut large: VecDeque<(ContentHash, std::path::PathBuf, u64)> = VecDeque::new();
     let mut current: Option<(ContentHash, u64, ChunkReader)> = None;
     let mut ahead: Option<Packing> = None;
-    let mut pace = Pace::default();
+    let mut pace = Pace::new(ctx.opts.resync_compression);
     let start_packing = |pending: &mut VecDeque<std::vec::IntoIter<ContentHash>>,
                          compress: bool| {
         let mut batch = Vec::with_capacity(PACK_FILES);
@@ -621,19 +635,26 @@ struct Pace {
     /// Bytes per second, smoothed over the batches; none until warmed up.
     rate: Option<f64>,
     sent: u64,
+    /// Set by the operator: `compress` never changes.
+    fixed: bool,
 }
 
 impl Default for Pace {
     fn default() -> Self {
-        Pace {
-            compress: true,
-            rate: None,
-            sent: 0,
-        }
+        Pace::new(ResyncCompression::Auto)
     }
 }
 
 impl Pace {
+    fn new(mode: ResyncCompression) -> Self {
+        Pace {
+            compress: mode != ResyncCompression::Never,
+            rate: None,
+            sent: 0,
+            fixed: mode != ResyncCompression::Auto,
+        }
+    }
+
     /// Bytes sent before the rate counts: more than the socket buffers on both ends hold.
     const WARM_UP: u64 = 8 << 20;
     /// Compresses again when content goes out slower than this (raw, that is the link's
@@ -648,7 +669,7 @@ impl Pace {
 
     fn sent(&mut self, bytes: u64, took: Duration) {
         self.sent += bytes;
-        if bytes == 0 || self.sent <= Self::WARM_UP {
+        if self.fixed || bytes == 0 || self.sent <= Self::WARM_UP {
             return;
         }
         let secs = took.as_secs_f64();
@@ -777,6 +798,18 @@ mod tests {
             p.compress,
             "raw bytes queued behind a slow link must turn it back on"
         );
+    }
+
+    #[test]
+    fn an_operator_s_choice_stands_whatever_the_rate() {
+        use super::ResyncCompression;
+        let mut p = Pace::new(ResyncCompression::Always);
+        feed(&mut p, 20, 2 * MB, Duration::ZERO);
+        assert!(p.compress);
+        let mut p = Pace::new(ResyncCompression::Never);
+        assert!(!p.compress);
+        feed(&mut p, 20, 2 * MB, Duration::from_millis(170));
+        assert!(!p.compress);
     }
 
     #[test]

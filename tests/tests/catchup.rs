@@ -182,3 +182,41 @@ fn a_full_resync_of_more_files_than_the_open_file_limit() {
     converge(&src, &[&m], Duration::from_secs(60));
     assert!(!m.proc.log_text().contains("Too many open files"));
 }
+
+/// A full resync's bytes are compressed by default while the link is not shown to be fast
+/// (a small site never leaves the distributor's warm-up), and `--resync-compression never`
+/// sends them raw: an operator's choice for a distributor short of CPU.
+#[test]
+fn resync_compression_follows_the_operator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    let mut raw = 0u64;
+    for i in 0..200u64 {
+        let body = page(i, 8_000);
+        raw += body.len() as u64;
+        write_atomic(&src.join(format!("{}/story-{i}.html", i % 10)), &body);
+    }
+    let mut sent = Vec::new();
+    for (n, extra) in [
+        ("auto", vec![]),
+        ("never", vec!["--resync-compression", "never"]),
+    ] {
+        let dir = tmp.path().join(n);
+        fs::create_dir_all(&dir).unwrap();
+        let d = Distributor::start(&dir, &src, &extra);
+        let t = d.add_mirror("m1");
+        let m = Mirror::start(&dir, "m1", &t, &[]);
+        converge(&src, &[&m], Duration::from_secs(60));
+        sent.push(d.mirror_status("m1")["blob_bytes_sent"].as_u64().unwrap());
+    }
+    assert!(
+        sent[0] < raw * 3 / 4,
+        "auto sent {} content bytes for {raw} bytes of HTML: not compressed",
+        sent[0]
+    );
+    assert!(
+        sent[1] >= raw,
+        "never sent {} content bytes for {raw} bytes: compressed anyway",
+        sent[1]
+    );
+}
