@@ -1054,11 +1054,7 @@ impl Early {
                     // While a batch's flush runs, the next batch is prepared if it is here
                     // already; if not, the batch is placed now rather than when it comes.
                     let next = match flushing {
-                        Some(_) => match rx.try_recv() {
-                            Ok(ops) => Some(ops),
-                            Err(std::sync::mpsc::TryRecvError::Empty) => None,
-                            Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
-                        },
+                        Some(_) => rx.try_recv().ok(),
                         None => match rx.recv() {
                             Ok(ops) => Some(ops),
                             Err(_) => break,
@@ -1116,19 +1112,32 @@ impl Early {
     }
 }
 
-/// A `syncfs` of the tree's file system running on a thread of its own.
-struct Flush(std::thread::JoinHandle<Result<(), FsError>>);
+/// A `syncfs` of the tree's file system running on a thread of its own, or, where no thread
+/// could be started (a process limit), done already.
+enum Flush {
+    Running(std::thread::JoinHandle<Result<(), FsError>>),
+    Done(Result<(), FsError>),
+}
 
 impl Flush {
     fn start(root: &Path) -> Flush {
-        let root = root.to_path_buf();
-        Flush(std::thread::spawn(move || fsops::sync_fs(&root)))
+        let dir = root.to_path_buf();
+        match std::thread::Builder::new()
+            .name("flush".into())
+            .spawn(move || fsops::sync_fs(&dir))
+        {
+            Ok(t) => Flush::Running(t),
+            Err(_) => Flush::Done(fsops::sync_fs(root)),
+        }
     }
 
     fn wait(self) -> Result<(), EngineError> {
-        self.0
-            .join()
-            .map_err(|_| anyhow::anyhow!("a flush of the tree panicked"))??;
+        match self {
+            Flush::Running(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("a flush of the tree panicked"))??,
+            Flush::Done(r) => r?,
+        }
         Ok(())
     }
 }
