@@ -89,32 +89,28 @@ impl Dist {
         Err(last.unwrap())
     }
 
+    /// Enrols a mirror; returns its join token.
     pub fn add_mirror(&self, name: &str) -> Result<String> {
+        self.mirror_command("add", name)
+    }
+
+    pub fn revoke_mirror(&self, name: &str) -> Result<()> {
+        self.mirror_command("revoke", name).map(drop)
+    }
+
+    /// `tamizdat-distributor mirror VERB NAME` on this distributor's state; its stdout.
+    fn mirror_command(&self, verb: &str, name: &str) -> Result<String> {
         let out = Command::new(self.bin.join("tamizdat-distributor"))
-            .args(["mirror", "add", name, "--state"])
+            .args(["mirror", verb, name, "--state"])
             .arg(&self.state)
             .output()?;
         if !out.status.success() {
             bail!(
-                "mirror add {name}: {}",
+                "mirror {verb} {name}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
         Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-    }
-
-    pub fn revoke_mirror(&self, name: &str) -> Result<()> {
-        let out = Command::new(self.bin.join("tamizdat-distributor"))
-            .args(["mirror", "revoke", name, "--state"])
-            .arg(&self.state)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "mirror revoke {name}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
     }
 
     pub fn status(&self) -> Result<Value> {

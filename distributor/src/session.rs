@@ -628,8 +628,9 @@ async fn blob_task(
 /// The rate is a batch's content (its bytes before compression: what the mirror gets out of
 /// it) over the time its frames took to go into the socket: next to nothing while the socket
 /// has room, meaning the packing is the slower stage (raw is the cheaper choice then), the
-/// link's or the mirror's pace once it is full. A resync starts compressed, as a mirror abroad would want;
-/// the first [`Pace::WARM_UP`] bytes only fill the socket's buffers and decide nothing.
+/// link's or the mirror's pace once it is full. A resync starts compressed, as a mirror
+/// abroad would want; the first [`Pace::WARM_UP`] bytes only fill the socket's buffers and
+/// decide nothing. An operator may fix the choice instead ([`ResyncCompression`]).
 struct Pace {
     compress: bool,
     /// Bytes per second, smoothed over the batches; none until warmed up.
@@ -637,12 +638,6 @@ struct Pace {
     sent: u64,
     /// Set by the operator: `compress` never changes.
     fixed: bool,
-}
-
-impl Default for Pace {
-    fn default() -> Self {
-        Pace::new(ResyncCompression::Auto)
-    }
 }
 
 impl Pace {
@@ -755,10 +750,14 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
 
 #[cfg(test)]
 mod tests {
-    use super::Pace;
+    use super::{Pace, ResyncCompression};
     use std::time::Duration;
 
     const MB: u64 = 1 << 20;
+
+    fn auto() -> Pace {
+        Pace::new(ResyncCompression::Auto)
+    }
 
     fn feed(p: &mut Pace, batches: usize, bytes: u64, each: Duration) {
         for _ in 0..batches {
@@ -768,7 +767,7 @@ mod tests {
 
     #[test]
     fn a_resync_starts_compressed_and_the_warm_up_decides_nothing() {
-        let mut p = Pace::default();
+        let mut p = auto();
         assert!(p.compress);
         feed(&mut p, 4, 2 * MB, Duration::ZERO);
         assert!(
@@ -779,18 +778,18 @@ mod tests {
 
     #[test]
     fn a_socket_that_always_has_room_turns_compression_off() {
-        let mut p = Pace::default();
+        let mut p = auto();
         feed(&mut p, 8, 2 * MB, Duration::from_micros(50));
         assert!(!p.compress);
     }
 
     #[test]
     fn a_slow_link_keeps_it_on_and_turns_it_back_on() {
-        let mut p = Pace::default();
+        let mut p = auto();
         // A 100 Mbit/s link abroad: 12 MB/s, 24 MB/s of content compressed.
         feed(&mut p, 20, 2 * MB, Duration::from_millis(85));
         assert!(p.compress);
-        let mut p = Pace::default();
+        let mut p = auto();
         feed(&mut p, 8, 2 * MB, Duration::ZERO);
         assert!(!p.compress);
         feed(&mut p, 10, 2 * MB, Duration::from_millis(170));
@@ -802,7 +801,6 @@ mod tests {
 
     #[test]
     fn an_operator_s_choice_stands_whatever_the_rate() {
-        use super::ResyncCompression;
         let mut p = Pace::new(ResyncCompression::Always);
         feed(&mut p, 20, 2 * MB, Duration::ZERO);
         assert!(p.compress);
@@ -816,7 +814,7 @@ mod tests {
     fn a_mirror_that_takes_content_fast_gets_it_raw() {
         // The socket full, but 2 MB of content going every 11 ms (180 MB/s, a mirror on a
         // LAN): what sets the pace is the mirror, and compressing would not help it.
-        let mut p = Pace::default();
+        let mut p = auto();
         feed(&mut p, 12, 2 * MB, Duration::from_millis(11));
         assert!(!p.compress);
     }
@@ -825,10 +823,10 @@ mod tests {
     fn between_the_thresholds_it_keeps_what_it_had() {
         // 100 MB/s of content: neither slow enough to start compressing nor fast enough to
         // stop.
-        let mut p = Pace::default();
+        let mut p = auto();
         feed(&mut p, 20, 10 * MB, Duration::from_millis(105));
         assert!(p.compress);
-        let mut p = Pace::default();
+        let mut p = auto();
         feed(&mut p, 8, 2 * MB, Duration::ZERO);
         assert!(!p.compress);
         feed(&mut p, 20, 10 * MB, Duration::from_millis(105));

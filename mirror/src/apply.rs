@@ -1536,9 +1536,10 @@ enum Tree {
     /// blocks is not on the publish's path, and missing directories are the exception.
     Served,
     /// A fresh mirror's tree being filled by its full resync (the early publisher): nothing
-    /// is normally in the way, so each file is renamed without looking first (whatever is in
-    /// the way after all is dealt with as in service, and the rename tried again), and
-    /// directories are made without looking first ([`fsops::Ancestors::fresh`]).
+    /// is normally in the way and the directories are made already ([`make_dirs`]), so each
+    /// file is renamed without looking first. Where that fails, whatever is in the way is
+    /// dealt with as in service, directories are made without looking first
+    /// ([`fsops::Ancestors::fresh`]), and the rename is tried again.
     Filling,
 }
 
@@ -1578,7 +1579,7 @@ fn execute(
                 path, hash, size, ..
             } => {
                 let Some(src) = src else { continue };
-                // Filling, the directories are normally there already (`publish_early`).
+                // Filling, the directories are normally there already (`make_dirs`).
                 let placed = match tree {
                     Tree::Filling => Some(root.join(path.as_str()))
                         .filter(|full| std::fs::rename(src, full).is_ok()),

@@ -369,7 +369,6 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Decodes a blob or chunk, never producing more than `limit` bytes (a zstd bomb is refused).
 /// For each op, how many puts after it in `ops` have its bytes too (0 for all but puts): the
 /// last put of a hash may take the verified file itself, the others get copies.
 fn later_uses(ops: &[Op]) -> Vec<usize> {
@@ -385,6 +384,7 @@ fn later_uses(ops: &[Op]) -> Vec<usize> {
     later
 }
 
+/// Decodes a blob or chunk, never producing more than `limit` bytes (a zstd bomb is refused).
 /// Raw bytes are the frame's own (a copy of each was 2 % of a 100k resync's CPU, sent raw).
 fn unpack(enc: Encoding, data: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, EngineError> {
     match enc {
