@@ -469,14 +469,15 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
     let mut init_bytes = 0;
     let (mut sync_dist_hwm, mut sync_m1_hwm) = (0, 0);
     for round in 0..INITIAL_ROUNDS {
+        // What the distributor's index or the last round left dirty is neither side's to
+        // write back: flushed before rsync, whose own writeback (timed apart, in `rsync_run`)
+        // then leaves the disk clean for the mirror too.
+        flush_disk();
         if let (Some(r), Some(d)) = (&rsync, &rsyncd) {
             let rs = rsync_run(r, &src, &d.url(&module(round)))?;
             eprintln!("    rsync initial sync: {:?}", rs.wall);
             rs_inits.push(rs);
         }
-        // What the distributor's index or the last round left dirty is nobody's sync: rsync's
-        // own writeback is timed apart, and a mirror abroad has a disk of its own.
-        flush_disk();
         let name = match round {
             0 => "m1".to_owned(),
             r => format!("s{}", r + 1),
