@@ -11,6 +11,9 @@ Usage: benches/ab-resync.py ROUNDS WORK BINDIR [BINDIR...]
   WORK/site is the tree (e.g. `tamizdat-bench gen WORK/site --articles 100000 --media 12
   --media-max 52428800`); each mirror's root and state stay under WORK (removing 100k-file
   trees right before a run slows ext4's inode allocation for minutes: see benches/README.md).
+  With DIST_ARGS in the environment, the distributor gets those flags too, e.g.
+  DIST_ARGS="--resync-compression always" (then never) for the compression A/B behind
+  distributor/src/session.rs's `Pace`.
   A BINDIR of `rsync` times `rsync -a` into a fresh module under WORK/roots instead, plus the
   `sync` after it (its writeback), so the anchor runs in the same conditions, turn about.
 Needs ports 7400, 7401 and 7873 free."""
@@ -21,7 +24,8 @@ log = open(f"{W}/dist.log", "w")
 st = f"{W}/dist-state"
 d = subprocess.Popen([dist_bin, "serve", "--root", f"{W}/site", "--state", st,
                       "--listen", "127.0.0.1:7400", "--admin", "127.0.0.1:7401",
-                      "--public-url", "ws://127.0.0.1:7400"], stdout=log, stderr=log)
+                      "--public-url", "ws://127.0.0.1:7400"] + os.environ.get("DIST_ARGS", "").split(),
+                     stdout=log, stderr=log)
 def status():
     return json.load(urllib.request.urlopen("http://127.0.0.1:7401/v1/status", timeout=5))
 for _ in range(600):

@@ -622,8 +622,9 @@ async fn blob_task(
 /// 2-3.6x; over a link much slower than that, compressing multiplies what it carries. Where
 /// content goes faster (a LAN, loopback) the mirror, not the link, sets the pace, and
 /// compressing only spends CPU on both ends: raw, a fresh mirror's resync of 10k pages on one
-/// 2-core machine took 1.42 s instead of 1.64 s, the distributor's CPU halved
-/// (`benches/ab-resync.py`).
+/// 2-core machine took 1.42 s instead of 1.64 s, the distributor's CPU halved (measured with
+/// a build that never compressed; `DIST_ARGS="--resync-compression never"` and `always` with
+/// `benches/ab-resync.py` repeat it).
 ///
 /// The rate is a batch's content (its bytes before compression: what the mirror gets out of
 /// it) over the time its frames took to go into the socket: next to nothing while the socket
