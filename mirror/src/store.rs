@@ -424,13 +424,20 @@ impl Store {
     /// Runs `f` in one read transaction: a statement outside one takes and drops SQLite's
     /// locks (`fcntl` on the WAL index) by itself, and a fresh mirror looks up 100,000 ops
     /// one by one (2 % of a 100k resync's CPU was `fcntl`, `perf`).
-    pub fn reading<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+    pub fn reading<T, E: From<anyhow::Error>>(
+        &self,
+        f: impl FnOnce(&Store) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         if !self.conn.is_autocommit() {
             return f(self);
         }
-        self.conn.execute_batch("BEGIN")?;
+        self.conn
+            .execute_batch("BEGIN")
+            .map_err(|e| E::from(e.into()))?;
         let out = f(self);
-        self.conn.execute_batch("COMMIT")?;
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| E::from(e.into()))?;
         out
     }
 
