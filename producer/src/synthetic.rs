@@ -302,8 +302,12 @@ pub struct Timed {
     pub stderr_tail: String,
 }
 
-/// Runs `cmd` to the end under `/usr/bin/time` (or bare, without it) and measures it.
+/// Runs `cmd` to the end under `/usr/bin/time` (or bare, without it) and measures it, after
+/// a `sync`.
 pub fn timed(cmd: &Command) -> std::io::Result<Timed> {
+    // Untimed: the run before this one left its files for the kernel to write back, and
+    // this one would pay for them.
+    let _ = Command::new("sync").status();
     let gnu_time = Path::new("/usr/bin/time");
     let mut run = if gnu_time.exists() {
         let mut c = Command::new(gnu_time);
