@@ -17,7 +17,7 @@ Usage: benches/ab-resync.py ROUNDS WORK BINDIR [BINDIR...]
   A BINDIR of `rsync` times `rsync -a` into a fresh module under WORK/roots instead, plus the
   `sync` after it (its writeback), so the anchor runs in the same conditions, turn about.
 Needs ports 7400, 7401 and 7873 free."""
-import json, os, subprocess, sys, time, urllib.request
+import json, os, signal, subprocess, sys, time, urllib.request
 rounds, W, dirs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 dist_bin = [x for x in dirs if x != "rsync"][0] + "/tamizdat-distributor"
 log = open(f"{W}/dist.log", "w")
@@ -35,6 +35,10 @@ for _ in range(600):
         time.sleep(0.2)
 time.sleep(5)
 res = {x: [] for x in dirs}
+# A `timeout` or Ctrl-C ends the script through `finally`, which stops the mirror of the round
+# too: before, SIGTERM left it running (and holding its port and CPU) after the script.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+mirrors = []
 edit_every = float(os.environ.get("EDIT_EVERY_MS", "0")) / 1000
 if edit_every:
     import glob, random, threading
@@ -85,6 +89,7 @@ try:
             t0 = time.time()
             m = subprocess.Popen([x + "/tamizdat-mirror", "run", "--join", tok, "--root", f"{W}/roots/{name}",
                                   "--state", f"{W}/states/{name}", "--listen", "127.0.0.1:0"], stdout=mlog, stderr=mlog)
+            mirrors.append(m)
             while True:
                 s = status()
                 mm = [q for q in s["mirrors"] if q["name"] == name]
@@ -118,6 +123,9 @@ try:
             res[x].append(dt)
             print(f"{x} {name} {dt:.2f} s", flush=True)
 finally:
-    d.kill()
+    for p in mirrors + [d]:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 for x, v in res.items():
     print(x, " ".join(f"{t:.2f}" for t in v), "median", sorted(v)[len(v)//2])
