@@ -97,17 +97,18 @@ pub fn scenario(run: &mut Run, dir: &Path, articles: usize, publishes: usize) ->
         "    producer: render --all --no-precompress {:.1} s",
         without.secs
     );
-    for (i, t) in ours.iter().enumerate() {
-        run.raw.push(format!(
-            "producer_render_all,{articles},0,tamizdat,{i},{:.3}",
-            t.secs
-        ));
-    }
-    for (i, (t, _)) in hugos.iter().enumerate() {
-        run.raw.push(format!(
-            "producer_render_all,{articles},0,hugo,{i},{:.3}",
-            t.secs
-        ));
+    // The raw CSV's last column is milliseconds.
+    let theirs = hugos.iter().map(|(t, _)| t);
+    for (system, runs) in [
+        ("tamizdat", ours.iter().collect::<Vec<_>>()),
+        ("hugo", theirs.collect()),
+    ] {
+        for (i, t) in runs.into_iter().enumerate() {
+            run.raw.push(format!(
+                "producer_render_all,{articles},0,{system},{i},{:.3}",
+                t.secs * 1000.0
+            ));
+        }
     }
     let hugo = (!hugos.is_empty()).then(|| Rounds::of(hugos.iter().map(|(t, _)| t)));
     let hugo_files = hugos.first().map_or(0, |(_, n)| *n);
