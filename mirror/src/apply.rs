@@ -1706,12 +1706,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ops_come_back_sorted_by_index_whether_held_or_spilled() {
+    /// A store whose manifest holds `n` ops, and the same ops held in memory.
+    fn manifest(n: u32) -> (tempfile::TempDir, Store, Vec<Op>) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let all: Vec<Op> = (0..300).map(put).collect();
+        let all: Vec<Op> = (0..n).map(put).collect();
         assert_eq!(store.manifest_add(0, &all).unwrap(), None);
+        (dir, store, all)
+    }
+
+    #[test]
+    fn ops_come_back_sorted_by_index_whether_held_or_spilled() {
+        let (_dir, store, all) = manifest(300);
         // Runs, lone indices and gaps wider than RUN_GAP, out of order.
         let wanted = [250u32, 3, 4, 5, 299, 0, 40, 41, 57, 120, 6, 121, 200];
         let mut sorted = wanted.to_vec();
@@ -1727,10 +1733,7 @@ mod tests {
 
     #[test]
     fn an_index_past_the_manifest_is_an_error_not_a_shorter_answer() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let all: Vec<Op> = (0..20).map(put).collect();
-        assert_eq!(store.manifest_add(0, &all).unwrap(), None);
+        let (_dir, store, all) = manifest(20);
         for ops in [Ops::Held(all.clone()), Ops::Spilled(20)] {
             assert!(ops.get_sorted(&store, &mut [2, 19, 20]).is_err());
             assert!(ops.get_sorted(&store, &mut [40, 2]).is_err());

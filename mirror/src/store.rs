@@ -422,8 +422,8 @@ impl Store {
     }
 
     /// Runs `f` in one read transaction: a statement outside one takes and drops SQLite's
-    /// locks (`fcntl` on the WAL index) by itself, and a fresh mirror looks up 100,000 ops
-    /// one by one (2 % of a 100k resync's CPU was `fcntl`, `perf`).
+    /// locks (`fcntl` on the WAL index) by itself, and the engine's walk for bytes to ask
+    /// for looks up a 100k resync's paths and hashes one by one (`request_missing`).
     pub fn reading<T, E: From<anyhow::Error>>(
         &self,
         f: impl FnOnce(&Store) -> std::result::Result<T, E>,
