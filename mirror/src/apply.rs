@@ -1596,6 +1596,44 @@ enum Tree {
     Filling,
 }
 
+/// The root and the directory of the last source, held open for `renameat`.
+struct RenameAt {
+    root: std::os::fd::OwnedFd,
+    from: Option<(PathBuf, std::os::fd::OwnedFd)>,
+}
+
+impl RenameAt {
+    fn open(root: &Path) -> Option<Self> {
+        let root = open_dir(root)?;
+        Some(RenameAt { root, from: None })
+    }
+
+    /// Renames `src` to `rel` under the root; false where that failed (the caller then
+    /// looks at what is in the way).
+    fn rename(&mut self, src: &Path, rel: &str) -> bool {
+        let (Some(dir), Some(name)) = (src.parent(), src.file_name()) else {
+            return false;
+        };
+        if self.from.as_ref().is_none_or(|(d, _)| d != dir) {
+            self.from = open_dir(dir).map(|fd| (dir.to_path_buf(), fd));
+        }
+        let Some((_, from)) = &self.from else {
+            return false;
+        };
+        rustix::fs::renameat(from, name, &self.root, rel).is_ok()
+    }
+}
+
+fn open_dir(dir: &Path) -> Option<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+}
+
 /// Carries out `ops` in `root` under `site`'s publish gate; returns the directories to fsync.
 /// The files it replaces or deletes are freed after the gate opens ([`fsops::Held`]).
 fn execute(
@@ -1625,6 +1663,13 @@ fn execute(
         Tree::Filling => fsops::Ancestors::fresh(),
     };
     let mut held = fsops::Held::default();
+    // Filling, each file is renamed relative to the root and to its staging directory, both
+    // held open: the kernel looks up the path's own components, not the root's (a seventh of
+    // the applying thread's time was path walking before the stage did the same).
+    let mut at = match tree {
+        Tree::Filling => RenameAt::open(root),
+        Tree::Served => None,
+    };
     let gate = rt.block_on(site.publish(changed));
     for (op, src) in ops.iter().zip(sources) {
         match op {
@@ -1634,8 +1679,10 @@ fn execute(
                 let Some(src) = src else { continue };
                 // Filling, the directories are normally there already (`make_dirs`).
                 let placed = match tree {
-                    Tree::Filling => Some(root.join(path.as_str()))
-                        .filter(|full| std::fs::rename(src, full).is_ok()),
+                    Tree::Filling => Some(root.join(path.as_str())).filter(|full| match &mut at {
+                        Some(at) => at.rename(src, path.as_str()),
+                        None => std::fs::rename(src, full).is_ok(),
+                    }),
                     Tree::Served => None,
                 };
                 let full = match placed {
