@@ -1604,7 +1604,7 @@ struct RenameAt {
 
 impl RenameAt {
     fn open(root: &Path) -> Option<Self> {
-        let root = open_dir(root)?;
+        let root = fsops::open_dir(root).ok()?;
         Some(RenameAt { root, from: None })
     }
 
@@ -1615,23 +1615,13 @@ impl RenameAt {
             return false;
         };
         if self.from.as_ref().is_none_or(|(d, _)| d != dir) {
-            self.from = open_dir(dir).map(|fd| (dir.to_path_buf(), fd));
+            self.from = fsops::open_dir(dir).ok().map(|fd| (dir.to_path_buf(), fd));
         }
         let Some((_, from)) = &self.from else {
             return false;
         };
         rustix::fs::renameat(from, name, &self.root, rel).is_ok()
     }
-}
-
-fn open_dir(dir: &Path) -> Option<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    rustix::fs::open(
-        dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()
 }
 
 /// Carries out `ops` in `root` under `site`'s publish gate; returns the directories to fsync.

@@ -264,38 +264,42 @@ pub fn sync_fs(path: &Path) -> Result<(), FsError> {
 }
 
 /// Sets the permission bits and the modification time (seconds since the epoch, before it
-/// taken as the epoch) of the file at `path`, by path: two calls instead of the four of
-/// opening it, `fchmod`, `futimens` and closing it. Does not follow a symlink for the time.
-pub fn set_mode_and_mtime(path: &Path, mode: u32, mtime: i64) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let times = [
-        libc::timespec {
+/// taken as the epoch) of the file at `path`, relative to the directory `dir` (or
+/// `rustix::fs::CWD`), by name: two calls instead of the four of opening it, `fchmod`,
+/// `futimens` and closing it. Does not follow a symlink for the time.
+pub fn set_mode_and_mtime(
+    dir: impl std::os::fd::AsFd,
+    path: impl rustix::path::Arg + Copy,
+    mode: u32,
+    mtime: i64,
+) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, UTIME_OMIT};
+    let dir = dir.as_fd();
+    rustix::fs::chmodat(dir, path, Mode::from_raw_mode(mode), AtFlags::empty())?;
+    let times = Timestamps {
+        last_access: Timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
+            tv_nsec: UTIME_OMIT,
         },
-        libc::timespec {
-            tv_sec: mtime.max(0) as libc::time_t,
+        last_modification: Timespec {
+            tv_sec: mtime.max(0),
             tv_nsec: 0,
         },
-    ];
-    // SAFETY: `c` is a NUL-terminated path and `times` two timespecs, both alive for the call,
-    // which only reads them.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
     };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::fs::utimensat(dir, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
+}
+
+/// Opens the directory at `path` for the `*at` calls only (`O_PATH`): they then look up the
+/// names given them, not `path`'s components again.
+pub fn open_dir(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(fd)
 }
 
 #[cfg(test)]
@@ -425,7 +429,7 @@ mod tests {
         let (_d, root, _) = root_and_outside();
         let f = root.join("f");
         fs::write(&f, b"x").unwrap();
-        set_mode_and_mtime(&f, 0o640, 1_234_567_890).unwrap();
+        set_mode_and_mtime(rustix::fs::CWD, &f, 0o640, 1_234_567_890).unwrap();
         let m = fs::metadata(&f).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o640);
         let mtime = m.modified().unwrap();
@@ -437,12 +441,12 @@ mod tests {
             1_234_567_890
         );
         // Before the epoch is the epoch; a missing file is an error of its kind.
-        set_mode_and_mtime(&f, 0o644, -5).unwrap();
+        set_mode_and_mtime(rustix::fs::CWD, &f, 0o644, -5).unwrap();
         assert_eq!(
             fs::metadata(&f).unwrap().modified().unwrap(),
             std::time::UNIX_EPOCH
         );
-        let e = set_mode_and_mtime(&root.join("missing"), 0o644, 0).unwrap_err();
+        let e = set_mode_and_mtime(rustix::fs::CWD, &root.join("missing"), 0o644, 0).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 

@@ -56,12 +56,8 @@ impl Stage {
         fs::create_dir_all(&dir).with_context(|| format!("Failed to create {}", dir.display()))?;
         use std::os::unix::fs::PermissionsExt;
         let _ = fs::set_permissions(&own, fs::Permissions::from_mode(0o700));
-        let fd = rustix::fs::open(
-            &dir,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .with_context(|| format!("Failed to open {}", dir.display()))?;
+        let fd =
+            fsops::open_dir(&dir).with_context(|| format!("Failed to open {}", dir.display()))?;
         Ok(Self {
             dir,
             fd: Arc::new(fd),
@@ -99,7 +95,7 @@ impl Stage {
     }
 
     fn put(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("put-{i}"))
+        self.dir.join(put_name(i))
     }
 
     /// A second handle on the same staging directory, for the thread that publishes a full
@@ -362,40 +358,18 @@ impl Stage {
                     FsError::io(what, at, e).into()
                 }
             };
-            let mode = (mode & 0o755) | 0o644;
-            let src = if later[i] > 0 {
+            let (src, name) = if later[i] > 0 {
                 let dst = self.put(i);
                 fs::copy(&verified, &dst).map_err(|e| missing(e, "copy", &dst))?;
-                fsops::set_mode_and_mtime(&dst, mode, *mtime)
-                    .map_err(|e| missing(e, "set mode and mtime", &dst))?;
-                dst
+                (dst, put_name(i))
             } else {
-                self.set_mode_and_mtime(&hash.to_hex(), mode, *mtime)
-                    .map_err(|e| missing(e, "set mode and mtime", &verified))?;
-                verified
+                (verified, hash.to_hex())
             };
+            fsops::set_mode_and_mtime(&*self.fd, name.as_str(), (mode & 0o755) | 0o644, *mtime)
+                .map_err(|e| missing(e, "set mode and mtime", &src))?;
             out.push(Some(src));
         }
         Ok(out)
-    }
-
-    /// [`fsops::set_mode_and_mtime`] for the staged file `name`, named relative to the
-    /// staging directory.
-    fn set_mode_and_mtime(&self, name: &str, mode: u32, mtime: i64) -> std::io::Result<()> {
-        use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, UTIME_OMIT};
-        rustix::fs::chmodat(&*self.fd, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: UTIME_OMIT,
-            },
-            last_modification: Timespec {
-                tv_sec: mtime.max(0),
-                tv_nsec: 0,
-            },
-        };
-        rustix::fs::utimensat(&*self.fd, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
-        Ok(())
     }
 
     /// The prepared files of an interrupted changeset that have not been renamed yet.
@@ -408,6 +382,11 @@ impl Stage {
             })
             .collect()
     }
+}
+
+/// The name in the staging directory of the file prepared for op `i` of a pending changeset.
+fn put_name(i: usize) -> String {
+    format!("put-{i}")
 }
 
 thread_local! {
