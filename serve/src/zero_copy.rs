@@ -122,14 +122,18 @@ pub(crate) fn poll_send(
                 }
                 return Poll::Ready(Ok(n));
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if try_again(&e) => {}
             Err(e) => return Poll::Ready(Err(e)),
         }
     }
+}
+
+/// Whether a write that failed with `e` is to be tried again once the socket is writable.
+pub(crate) fn try_again(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// `struct cachestat_range` of `<linux/mman.h>`.
