@@ -8,7 +8,8 @@ the median req/s and p99 of each server and request.
 
 Usage: benches/ab-http-threads.py ROUNDS WORK N[,FLAG...] [N[,FLAG...]...]
   each variant is a thread count and extra `tamizdat-mirror run` flags, e.g. `1 1,--no-sendfile`
-  (`env:NAME=VALUE` sets a variable in the mirror's environment instead);
+  (`env:NAME=VALUE` sets a variable in the mirror's environment instead, and `bin:DIR` runs
+  the mirror binary in DIR, for an A/B of two builds);
   WORK/site is the tree (e.g. `tamizdat-bench gen WORK/site --articles 10000`); the
   mirror's root and state stay under WORK. BIN (default target/release) holds the binaries.
   Needs nginx and wrk (benches/install-anchors.sh) and ports 7410-7413 free."""
@@ -52,8 +53,9 @@ with Procs(W) as procs:
                 port = MIRROR_PORT
                 args = n.split(",")
                 env = dict(os.environ, **dict(a[4:].split("=", 1) for a in args if a.startswith("env:")))
-                args = [a for a in args if not a.startswith("env:")]
-                m = procs.spawn("mirror", [f"{B}/tamizdat-mirror", "run", "--join", tok, "--root", f"{W}/root",
+                mbin = ([a[4:] for a in args if a.startswith("bin:")] + [B])[0]
+                args = [a for a in args if not a.startswith(("env:", "bin:"))]
+                m = procs.spawn("mirror", [f"{mbin}/tamizdat-mirror", "run", "--join", tok, "--root", f"{W}/root",
                                            "--state", f"{W}/state", "--listen", f"127.0.0.1:{port}",
                                            "--http-threads"] + args, env=env)
                 wait_for(f"http://127.0.0.1:{port}/.well-known/tamizdat/health")
