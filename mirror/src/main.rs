@@ -65,7 +65,7 @@ struct Run {
     /// Most HTTP connections served at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
-    /// HTTP server threads (default: one per core but one, at least one; see the README).
+    /// HTTP server threads (default: one per core; see the README).
     #[arg(long, env = "TAMIZDAT_HTTP_THREADS")]
     http_threads: Option<usize>,
     /// Seconds a client has to send a request's headers (slow clients are dropped).
@@ -116,14 +116,15 @@ struct Run {
     metrics: Option<SocketAddr>,
 }
 
-/// One HTTP thread per core but one, and at least one. The core left over keeps the engine
-/// (receiving, verifying, staging, publishing) and whatever else shares the machine from
-/// waiting behind request handling. On 2 cores with the load generator on the same machine, 1
-/// thread beat 2 on p99 latency for small pages by 2-4x at about the same requests/s, and still
-/// cleared nginx's 5 MB rate (`benches/ab-http-threads.py`, BENCHMARKS.md). One thread answers
-/// more than 100,000 small pages a second, far beyond a volunteer's uplink.
+/// One HTTP thread per core, as nginx's `worker_processes auto`. Sessions before kept a core
+/// for the engine, but on 2 cores that idles half the serving capacity for little. Under a
+/// saturating `wrk` load an edit was served in p50 9.64 ms with two threads against 8.93 with
+/// one, while two threads answered 14 % more requests (`benches/edit-under-load.py`). On vm7,
+/// one thread trailed nginx's rate on the mix (0.85-0.96x) and two beat it (1.02-1.26x). On
+/// small pages, one thread's p99 is the better of the two; two threads' one-page p99 was level
+/// with nginx's (BENCHMARKS.md, runs 28 and 29).
 fn default_http_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn main() -> ExitCode {
