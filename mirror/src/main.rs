@@ -81,6 +81,10 @@ struct Run {
     /// sendfile (for comparing the two; sendfile is used only for chunks the cache holds).
     #[arg(long)]
     no_sendfile: bool,
+    /// An HTTP thread gives up its core after every this many responses, so that whatever
+    /// waits for the core runs sooner (0: never; for comparing).
+    #[arg(long, default_value_t = 32)]
+    yield_every: u32,
     /// Trust only the CA certificate(s) in this PEM file for a wss:// upstream (a pinned CA).
     /// Default: the public web's roots (Mozilla's, built in; the host's store is not used).
     #[arg(long, env = "TAMIZDAT_CA_FILE")]
@@ -194,6 +198,7 @@ async fn run(r: Run) -> Result<()> {
         idle_timeout: Duration::from_secs_f64(r.idle_timeout),
         hot_cache_bytes: r.hot_cache_mb << 20,
         zero_copy: !r.no_sendfile,
+        yield_every: r.yield_every,
         ..ServeOptions::default()
     };
     let listener = std::net::TcpListener::bind(r.listen)

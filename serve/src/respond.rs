@@ -45,6 +45,22 @@ const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=ut
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
 
+/// Whether this thread should give up its core now: true on every `every`-th call on a
+/// thread (never for 0). A thread that always has a request ready runs until the scheduler's
+/// tick preempts it, and whatever waited for its core (wrk's threads beside the mirror in the
+/// benchmark) waits a whole tick: on vm7 two HTTP threads had a small-page p99 of 3.3-6.6 ms,
+/// against 1.2-3.3 ms yielding every 32 responses, at the same or a higher rate
+/// (`benches/runs/2026-12-07-vm7/ab-yield.txt`, `ab-yield-patch.txt`).
+fn yield_due(every: u32) -> bool {
+    thread_local!(static SERVED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+    every > 0
+        && SERVED.with(|n| {
+            let next = n.get() + 1;
+            n.set(if next >= every { 0 } else { next });
+            next >= every
+        })
+}
+
 /// Shared by every connection of one [`run`](crate::run).
 pub(crate) struct Ctx {
     pub site: Arc<Site>,
@@ -54,6 +70,9 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) async fn serve<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Body> {
+        if yield_due(self.site.opts.yield_every) {
+            std::thread::yield_now();
+        }
         let resp = self.respond(&req).await;
         let body = if req.method() == Method::HEAD {
             0
@@ -409,6 +428,21 @@ fn parse_range(range: &str, len: u64) -> Ranged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_yields_once_every_n_responses_and_never_at_zero() {
+        // Test threads are reused: start from a fresh count on a thread of our own.
+        std::thread::spawn(|| {
+            let due: Vec<usize> = (1..=12).filter(|_| yield_due(4)).collect::<Vec<_>>();
+            assert_eq!(due.len(), 3);
+            let at: Vec<bool> = (1..=8).map(|_| yield_due(4)).collect();
+            assert_eq!(at, [false, false, false, true, false, false, false, true]);
+            assert!((0..100).all(|_| !yield_due(0)));
+            assert!((0..5).all(|_| yield_due(1)));
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn ranges() {
