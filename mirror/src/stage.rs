@@ -359,9 +359,10 @@ impl Stage {
                 }
             };
             let (src, name) = if later[i] > 0 {
-                let dst = self.put(i);
+                let name = put_name(i);
+                let dst = self.dir.join(&name);
                 fs::copy(&verified, &dst).map_err(|e| missing(e, "copy", &dst))?;
-                (dst, put_name(i))
+                (dst, name)
             } else {
                 (verified, hash.to_hex())
             };
