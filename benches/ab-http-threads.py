@@ -14,8 +14,8 @@ Usage: benches/ab-http-threads.py ROUNDS WORK N[,FLAG...] [N[,FLAG...]...]
   mirror's root and state stay under WORK. BIN (default target/release) holds the binaries.
   Needs nginx and wrk (benches/install-anchors.sh) and ports 7410-7413 free."""
 import os, random, subprocess, sys, time
-from loopback import (MIRROR_PORT, NGINX_PORT, Procs, enroll, mix_script, small_page, start_distributor,
-                      start_nginx, synced, wait_for, wrk_figures)
+from loopback import (MIRROR_PORT, NGINX_PORT, Procs, enroll, median as med, mix_script, small_page,
+                      start_distributor, start_nginx, synced, wait_for, wrk_figures)
 
 rounds, W, counts = int(sys.argv[1]), os.path.abspath(sys.argv[2]), sys.argv[3:]
 B = os.environ.get("BIN", "target/release")
@@ -68,7 +68,6 @@ with Procs(W) as procs:
             if m is not None:
                 procs.stop(m)
 
-med = lambda v: sorted(v)[len(v) // 2]
 print(f"\n| request | server | req/s (median of {rounds}) | p99 ms (median of {rounds}) |\n|---|---|---|---|")
 for (case, name), v in res.items():
     print(f"| {case} | {name} | {med([x[0] for x in v]):.0f} | {med([x[1] for x in v]):.2f} |")

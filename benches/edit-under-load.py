@@ -12,8 +12,9 @@ Usage: benches/edit-under-load.py ROUNDS WORK VARIANT [VARIANT...]
   a VARIANT is comma-separated mirror flags, e.g. `--http-threads,1` `--http-threads,2`;
   WORK/site from `tamizdat-bench gen WORK/site --articles 10000`. BIN (default
   target/release) holds the binaries. Needs wrk and ports 7410-7413 free."""
-import http.client, os, random, re, subprocess, sys, time
-from loopback import MIRROR_PORT, Procs, articles, enroll, mix_script, start_distributor, synced, wait_for
+import http.client, os, random, subprocess, sys, time
+from loopback import (MIRROR_PORT, Procs, articles, enroll, median as med, mix_script, start_distributor, synced,
+                      wait_for, wrk_figures)
 
 rounds, W, variants = int(sys.argv[1]), os.path.abspath(sys.argv[2]), sys.argv[3:]
 B = os.environ.get("BIN", "target/release")
@@ -72,17 +73,16 @@ with Procs(W) as procs:
             synced(name)
             edits(3)  # warm-up, not counted
             dur = 2 + EDITS * 0.06
-            w = subprocess.Popen(["wrk", "-t2", "-c64", f"-d{dur:.0f}s", "-s", lua, f"http://127.0.0.1:{MIRROR_PORT}/"],
+            w = subprocess.Popen(["wrk", "-t2", "-c64", f"-d{dur:.0f}s", "--latency", "-s", lua, f"http://127.0.0.1:{MIRROR_PORT}/"],
                                  stdout=subprocess.PIPE, text=True)
             time.sleep(1)
             lat = edits(EDITS)
-            rps = float(re.search(r"Requests/sec:\s+([\d.]+)", w.communicate()[0]).group(1))
+            rps = wrk_figures(w.communicate()[0])[0]
             res.setdefault(v, []).append((rps, pct(lat, 0.5), pct(lat, 0.9), max(lat)))
             print(f"round {r + 1} {v:20} wrk {rps:9.0f} req/s  edit served p50 {pct(lat, 0.5):6.2f}  "
                   f"p90 {pct(lat, 0.9):6.2f}  max {max(lat):6.2f} ms", flush=True)
             procs.stop(m)
 
-med = lambda v: sorted(v)[len(v) // 2]
 print(f"\n| mirror flags | wrk req/s | edit served p50 ms | p90 ms | max ms (medians of {rounds} rounds) |\n|---|---|---|---|---|")
 for v, x in res.items():
     print(f"| `{v.replace(',', ' ')}` | {med([a[0] for a in x]):.0f} | {med([a[1] for a in x]):.2f} | "

@@ -1,5 +1,5 @@
 """What the serving A/B scripts share (`ab-http-threads.py`, `cache-pollution.py`,
-`sched-wait.py`): a distributor over WORK/site with one mirror enrolled, nginx on the same
+`sched-wait.py`, `edit-under-load.py`, `cpu-per-request.py`): a distributor over WORK/site with one mirror enrolled, nginx on the same
 tree as the harness configures it, the harness's small page and 1,000-page mix, and wrk's
 figures. Ports: distributor 7410 (admin 7411), mirror 7412, nginx 7413."""
 import glob, json, os, random, re, signal, subprocess, time, urllib.request
@@ -128,3 +128,8 @@ def wrk_figures(out):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     v, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()
     return rps, float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def median(v):
+    """The middle value (the upper of the two middle ones for an even count)."""
+    return sorted(v)[len(v) // 2]
