@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""A/B of a fresh mirror's full resync: one distributor (from the first binary directory)
-over WORK/site, then, ROUNDS times, one new mirror per binary directory in turn, each into an
-empty root, timed from its start until the distributor shows it acked at the head. Prints each
-time, the CPU the mirror used and the distributor's CPU so far, then the medians.
+"""A/B of a fresh mirror's full resync: one distributor per binary directory over WORK/site
+(the first on ports 7400/7401 with state WORK/dist-state, the next on 7402/7403 with
+WORK/dist-state-1, and so on), then, ROUNDS times, one new mirror per binary directory in turn,
+each into an empty root and fed by its own build's distributor, timed from its start until
+that distributor shows it acked at the head. Prints each time, the CPU the mirror used and the
+CPU its distributor used for it, then the medians. A change to either side is compared turn
+about; a distributor that has not indexed the tree before does so once, at the start.
 
 Usage: benches/ab-resync.py ROUNDS WORK BINDIR [BINDIR...]
   With EDIT_EVERY_MS=N in the environment, a thread rewrites a random article page of the
@@ -16,29 +19,43 @@ Usage: benches/ab-resync.py ROUNDS WORK BINDIR [BINDIR...]
   distributor/src/session.rs's `Pace`.
   A BINDIR of `rsync` times `rsync -a` into a fresh module under WORK/roots instead, plus the
   `sync` after it (its writeback), so the anchor runs in the same conditions, turn about.
-Needs ports 7400, 7401 and 7873 free."""
+Needs ports 7400 and up (two per binary directory) and 7873 free, and inotify watches for
+every directory of the tree once per build (`sysctl fs.inotify.max_user_watches`)."""
 import json, os, signal, subprocess, sys, time, urllib.request
 rounds, W, dirs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-dist_bin = [x for x in dirs if x != "rsync"][0] + "/tamizdat-distributor"
+builds = [x for x in dirs if x != "rsync"]
 log = open(f"{W}/dist.log", "w")
-st = f"{W}/dist-state"
-d = subprocess.Popen([dist_bin, "serve", "--root", f"{W}/site", "--state", st,
-                      "--listen", "127.0.0.1:7400", "--admin", "127.0.0.1:7401",
-                      "--public-url", "ws://127.0.0.1:7400"] + os.environ.get("DIST_ARGS", "").split(),
-                     stdout=log, stderr=log)
-def status():
-    return json.load(urllib.request.urlopen("http://127.0.0.1:7401/v1/status", timeout=5))
-for _ in range(600):
-    try:
-        status(); break
-    except Exception:
-        time.sleep(0.2)
+dists = {}  # build -> (process, admin URL, ws URL, state dir)
+for k, x in enumerate(builds):
+    st = f"{W}/dist-state" + (f"-{k}" if k else "")
+    ws, admin = 7400 + 2 * k, 7401 + 2 * k
+    p = subprocess.Popen([x + "/tamizdat-distributor", "serve", "--root", f"{W}/site", "--state", st,
+                          "--listen", f"127.0.0.1:{ws}", "--admin", f"127.0.0.1:{admin}",
+                          "--public-url", f"ws://127.0.0.1:{ws}"] + os.environ.get("DIST_ARGS", "").split(),
+                         stdout=log, stderr=log)
+    dists[x] = (p, f"http://127.0.0.1:{admin}/v1/status", st)
+def status(x):
+    return json.load(urllib.request.urlopen(dists[x][1], timeout=5))
+for x in builds:
+    for _ in range(3000):
+        if dists[x][0].poll() is not None:
+            # Each distributor watches every directory of the tree: two over 100k pages need
+            # more than the default 8,192... or 65,536 inotify watches.
+            sys.exit(f"the distributor of {x} stopped (see {W}/dist.log; with several builds, "
+                     "`sysctl fs.inotify.max_user_watches` may need raising)")
+        try:
+            status(x); break
+        except Exception:
+            time.sleep(0.2)
 time.sleep(5)
 res = {x: [] for x in dirs}
 # A `timeout` or Ctrl-C ends the script through `finally`, which stops the mirror of the round
 # too: before, SIGTERM left it running (and holding its port and CPU) after the script.
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 mirrors = []
+def cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 edit_every = float(os.environ.get("EDIT_EVERY_MS", "0")) / 1000
 if edit_every:
     import glob, random, threading
@@ -68,7 +85,8 @@ try:
                 res[x].append(dt + wb)
                 print(f"rsync {name} {dt:.2f} s + its writeback {wb:.2f} s", flush=True)
                 continue
-            tok = subprocess.check_output([dist_bin, "mirror", "add", name, "--state", st], text=True).split()[-1]
+            d, _, st = dists[x]
+            tok = subprocess.check_output([x + "/tamizdat-distributor", "mirror", "add", name, "--state", st], text=True).split()[-1]
             subprocess.run(["sync"]); time.sleep(3)
             mlog = open(f"{W}/{name}.log", "w")
             if edit_every:
@@ -86,12 +104,13 @@ try:
                     edits.append(n)
                 editor = threading.Thread(target=edit)
                 editor.start()
+            d_cpu0 = cpu(d.pid)
             t0 = time.time()
             m = subprocess.Popen([x + "/tamizdat-mirror", "run", "--join", tok, "--root", f"{W}/roots/{name}",
                                   "--state", f"{W}/states/{name}", "--listen", "127.0.0.1:0"], stdout=mlog, stderr=mlog)
             mirrors.append(m)
             while True:
-                s = status()
+                s = status(x)
                 mm = [q for q in s["mirrors"] if q["name"] == name]
                 if mm and mm[0].get("acked_seq") == s["head_seq"] and mm[0].get("connected"):
                     break
@@ -101,12 +120,9 @@ try:
                 stop.set()
                 editor.join()
                 print(f"   {edits[0]} edits made during it", flush=True)
-            def cpu(pid):
-                f = open(f"/proc/{pid}/stat").read().rsplit(")",1)[1].split()
-                return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
             hwm = [l.split()[1] for l in open(f"/proc/{m.pid}/status") if l.startswith("VmHWM")][0]
             print(f"   mirror cpu {cpu(m.pid):.2f} s, peak RSS {int(hwm) / 1024:.1f} MB, "
-                  f"distributor cpu so far {cpu(d.pid):.2f} s, "
+                  f"distributor cpu for it {cpu(d.pid) - d_cpu0:.2f} s, "
                   f"content sent {mm[0].get('blob_bytes_sent', 0) / 1e6:.0f} MB", flush=True)
             threads = {}
             for tid in os.listdir(f"/proc/{m.pid}/task"):
@@ -123,7 +139,7 @@ try:
             res[x].append(dt)
             print(f"{x} {name} {dt:.2f} s", flush=True)
 finally:
-    for p in mirrors + [d]:
+    for p in mirrors + [d for d, _, _ in dists.values()]:
         if p.poll() is None:
             p.kill()
             p.wait()
