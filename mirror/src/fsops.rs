@@ -264,18 +264,36 @@ pub fn sync_fs(path: &Path) -> Result<(), FsError> {
 }
 
 /// Sets the permission bits and the modification time (seconds since the epoch, before it
-/// taken as the epoch) of the file at `path`, relative to the directory `dir` (or
-/// `rustix::fs::CWD`), by name: two calls instead of the four of opening it, `fchmod`,
-/// `futimens` and closing it. Does not follow a symlink for the time.
+/// taken as the epoch) of the staged file at `path` (made with [`STAGED_MODE`]), relative to
+/// the directory `dir` (or `rustix::fs::CWD`), by name: at most two calls instead of the four
+/// of opening it, `fchmod`, `futimens` and closing it, and one where `mode` is
+/// [`STAGED_MODE`] already. Does not follow a symlink for the time.
 pub fn set_mode_and_mtime(
     dir: impl std::os::fd::AsFd,
     path: impl rustix::path::Arg + Copy,
     mode: u32,
     mtime: i64,
 ) -> io::Result<()> {
-    use rustix::fs::{AtFlags, Mode, Timespec, Timestamps, UTIME_OMIT};
     let dir = dir.as_fd();
-    rustix::fs::chmodat(dir, path, Mode::from_raw_mode(mode), AtFlags::empty())?;
+    if mode != STAGED_MODE {
+        rustix::fs::chmodat(
+            dir,
+            path,
+            rustix::fs::Mode::from_raw_mode(mode),
+            rustix::fs::AtFlags::empty(),
+        )?;
+    }
+    set_mtime(dir, path, mtime)
+}
+
+/// Sets the modification time (seconds since the epoch, before it taken as the epoch) of the
+/// file at `path` relative to `dir`, leaving its access time alone.
+fn set_mtime(
+    dir: impl std::os::fd::AsFd,
+    path: impl rustix::path::Arg,
+    mtime: i64,
+) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, UTIME_OMIT};
     let times = Timestamps {
         last_access: Timespec {
             tv_sec: 0,
@@ -288,6 +306,33 @@ pub fn set_mode_and_mtime(
     };
     rustix::fs::utimensat(dir, path, &times, AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
+}
+
+/// The permission bits of every file the mirror stages (`crate::stage`), whatever the umask:
+/// [`set_mode_and_mtime`] then leaves a file that is to have them as it is, and most of a
+/// site's files are (a `chmod` a file was a sixth of the early publisher's calls in a full
+/// resync).
+pub const STAGED_MODE: u32 = 0o644;
+
+/// Makes the file just created as `fd` have exactly [`STAGED_MODE`]: it was created with it,
+/// less the umask, so this costs a call only where the umask takes some of it away.
+pub fn make_staged_mode(fd: impl std::os::fd::AsFd) -> io::Result<()> {
+    if umask().is_some_and(|u| STAGED_MODE & u == 0) {
+        return Ok(());
+    }
+    rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(STAGED_MODE))?;
+    Ok(())
+}
+
+/// The process's umask, read once from `/proc/self/status` (`umask(2)` would have to change
+/// it to read it, a race with every thread creating files); `None` where that is not there.
+fn umask() -> Option<u32> {
+    static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(line.trim(), 8).ok()
+    })
 }
 
 /// Opens the directory at `path` for the `*at` calls only (`O_PATH`): they then look up the
@@ -448,6 +493,31 @@ mod tests {
         );
         let e = set_mode_and_mtime(rustix::fs::CWD, &root.join("missing"), 0o644, 0).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_staged_file_has_the_staged_mode_whatever_the_umask_left() {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let (_d, root, _) = root_and_outside();
+        let u = umask().expect("Linux reports the umask in /proc/self/status");
+        assert_eq!(u & !0o777, 0, "umask {u:o}");
+        let f = fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(STAGED_MODE)
+            .open(root.join("staged"))
+            .unwrap();
+        make_staged_mode(&f).unwrap();
+        let m = f.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, STAGED_MODE);
+        // The mode it already has costs no chmod, and another one is set.
+        set_mode_and_mtime(rustix::fs::CWD, &root.join("staged"), 0o755, 7).unwrap();
+        let m = fs::metadata(root.join("staged"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o755);
     }
 
     #[test]

@@ -79,7 +79,14 @@ impl Stage {
                     .is_ok()
                     && ContentHash::from(hasher.finalize()) == h
             });
-            if !keep {
+            if keep {
+                // Made by an older version, maybe with other bits: the publisher counts on these.
+                use std::os::unix::fs::PermissionsExt;
+                let mode = fs::Permissions::from_mode(fsops::STAGED_MODE);
+                if fs::set_permissions(e.path(), mode).is_err() {
+                    let _ = fs::remove_file(e.path());
+                }
+            } else {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -150,7 +157,10 @@ impl Stage {
             rustix::fs::Mode::from_raw_mode(0o644),
         )
         .map_err(std::io::Error::from)
-        .and_then(|fd| File::from(fd).write_all(&raw));
+        .and_then(|fd| {
+            fsops::make_staged_mode(&fd)?;
+            File::from(fd).write_all(&raw)
+        });
         if let Err(e) = written {
             let _ = rustix::fs::unlinkat(&*self.fd, &name, rustix::fs::AtFlags::empty());
             return Err(io("write", &self.dir.join(&name))(e));
@@ -167,7 +177,15 @@ impl Stage {
     pub fn piece(&mut self, c: &Chunk, size: u64) -> Result<bool, EngineError> {
         let part = self.part(&c.hash);
         if c.offset == 0 {
-            let file = File::create(&part).map_err(io("create", &part))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(fsops::STAGED_MODE)
+                .open(&part)
+                .and_then(|f| fsops::make_staged_mode(&f).map(|()| f))
+                .map_err(io("create", &part))?;
             self.partials.insert(
                 c.hash,
                 Partial {

@@ -99,3 +99,47 @@ fn repeated_sigkill_during_a_first_resync_never_tears_a_file() {
     wait_for_head(&m, &d);
     assert_eq!(m.get("copies/9.html").2, content(9));
 }
+
+/// The mode bits a mirror gives a file: `0644` plus the execute bits the origin's file has,
+/// and no other (`mode & 0755 | 0644`), whichever way the file arrived (published early, at
+/// the resync's end, or by a live change).
+#[test]
+fn files_keep_their_executable_bit_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("site");
+    site(&src);
+    let set = |rel: &str, mode: u32| {
+        fs::set_permissions(src.join(rel), fs::Permissions::from_mode(mode)).unwrap()
+    };
+    set("d1/1.html", 0o755);
+    set("d2/2.html", 0o600);
+    set("d3/3.html", 0o775);
+    let d = Distributor::start(tmp.path(), &src, &[]);
+    let t = d.add_mirror("fresh");
+    let m = Mirror::start(tmp.path(), "fresh", &t, &METRICS);
+    converge(&src, &[&m], Duration::from_secs(60));
+    wait_for_head(&m, &d);
+    assert!(published_early(&m) > 0.0);
+    let mode = |rel: &str| fs::metadata(m.root.join(rel)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("d1/1.html"), 0o755);
+    assert_eq!(mode("d2/2.html"), 0o644);
+    assert_eq!(mode("d3/3.html"), 0o755);
+    assert_eq!(mode("d4/4.html"), 0o644);
+
+    // A live change: a new executable file (its mode set before it is renamed into place:
+    // a `chmod` alone is no change the distributor sends) and a plain one.
+    fs::create_dir_all(src.join("live")).unwrap();
+    let tmp_file = src.join("live/.tmp-run");
+    fs::write(&tmp_file, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&tmp_file, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::rename(&tmp_file, src.join("live/run.sh")).unwrap();
+    write_atomic(&src.join("live/page.html"), b"<p>new</p>");
+    converge(&src, &[&m], Duration::from_secs(60));
+    wait_for("the live files' modes", || {
+        m.root.join("live/run.sh").exists()
+            && m.root.join("live/page.html").exists()
+            && mode("live/run.sh") == 0o744
+    });
+    assert_eq!(mode("live/page.html"), 0o644);
+}
