@@ -115,6 +115,11 @@ impl Stage {
         }
     }
 
+    /// True when nothing is staged: no verified, partial or prepared file.
+    pub fn is_empty(&self) -> bool {
+        fs::read_dir(&self.dir).is_ok_and(|mut d| d.next().is_none())
+    }
+
     pub fn has(&self, hash: &ContentHash) -> bool {
         rustix::fs::statat(&*self.fd, hash.to_hex(), rustix::fs::AtFlags::empty()).is_ok()
     }
