@@ -123,6 +123,11 @@ impl Collector for Live {
                 "Body bytes sent from the page cache with sendfile, never copied.",
                 stats.sendfile_bytes(),
             ),
+            (
+                "http_sendfile_copied_bytes",
+                "File body bytes copied instead of sent with sendfile: the page cache did not hold them.",
+                stats.copied_for_sendfile_bytes(),
+            ),
         ] {
             let c = ConstCounter::new(v);
             c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;

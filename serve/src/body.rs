@@ -18,6 +18,7 @@ use hyper::body::{Frame, SizeHint};
 use rustix::io::{Errno, ReadWriteFlags};
 use tokio::task::JoinHandle;
 
+use crate::site::Site;
 use crate::zero_copy::{self, Sends};
 
 /// Bytes read per chunk when streaming. hyper asks for chunks until it holds about 400 KiB
@@ -49,8 +50,9 @@ struct FileStream {
     remaining: u64,
     /// A chunk being read on a blocking thread (the disk was cold).
     pending: Option<JoinHandle<io::Result<Bytes>>>,
-    /// Where chunks the page cache holds are queued for sendfile, when the connection does that.
-    sends: Option<Sends>,
+    /// Where chunks the page cache holds are queued for sendfile, when the connection does
+    /// that, and the site whose counters note the chunks it copies instead.
+    sends: Option<(Sends, Arc<Site>)>,
 }
 
 impl Body {
@@ -82,15 +84,24 @@ impl Body {
     }
 
     /// Lets a file body send what the page cache holds with sendfile, through the IO of the
-    /// connection that `sends` belongs to (see `zero_copy.rs`).
-    pub(crate) fn send_files_with(&mut self, sends: &Sends) {
+    /// connection that `sends` belongs to (see `zero_copy.rs`); what it copies instead is
+    /// counted in `site`'s stats.
+    pub(crate) fn send_files_with(&mut self, sends: &Sends, site: &Arc<Site>) {
         if let Kind::File(s) = &mut self.0 {
-            s.sends = Some(sends.clone());
+            s.sends = Some((sends.clone(), site.clone()));
         }
     }
 }
 
 impl FileStream {
+    /// Notes a chunk read into memory where sendfile would have been used had the page cache
+    /// held it.
+    fn copied(&self, chunk: &Bytes) {
+        if let Some((_, site)) = &self.sends {
+            site.stats.copied_for_sendfile(chunk.len() as u64);
+        }
+    }
+
     fn next_len(&self) -> usize {
         (self.end - self.pos).min(CHUNK_BYTES) as usize
     }
@@ -120,12 +131,13 @@ impl FileStream {
                 // written.
                 self.read_on_blocking_thread();
             }
+            self.copied(&chunk);
             return Poll::Ready(Some(Ok(chunk)));
         }
         if self.pos >= self.end {
             return Poll::Ready(None);
         }
-        if let Some(sends) = &self.sends {
+        if let Some((sends, _)) = &self.sends {
             let n = (self.end - self.pos).min(zero_copy::CHUNK_BYTES as u64) as usize;
             if let Some(stand_in) = sends.stand_in(&self.file, self.pos, n) {
                 self.pos += n as u64;
@@ -135,6 +147,7 @@ impl FileStream {
         match read_cached_at(&self.file, self.next_len(), self.pos) {
             Ok(Some(chunk)) => {
                 self.pos += chunk.len() as u64;
+                self.copied(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Ok(None) => {

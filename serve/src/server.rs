@@ -309,7 +309,7 @@ async fn connection_task(
         async move {
             let mut resp = ctx.serve(req, peer).await;
             if let Some(sends) = &sends {
-                resp.body_mut().send_files_with(sends);
+                resp.body_mut().send_files_with(sends, &ctx.site);
             }
             Ok::<_, Infallible>(resp)
         }

@@ -14,6 +14,7 @@ pub struct ServeStats {
     hot_hits: AtomicU64,
     hot_misses: AtomicU64,
     sendfile_bytes: AtomicU64,
+    copied_for_sendfile: AtomicU64,
 }
 
 impl Default for ServeStats {
@@ -24,6 +25,7 @@ impl Default for ServeStats {
             hot_hits: AtomicU64::new(0),
             hot_misses: AtomicU64::new(0),
             sendfile_bytes: AtomicU64::new(0),
+            copied_for_sendfile: AtomicU64::new(0),
         }
     }
 }
@@ -50,6 +52,10 @@ impl ServeStats {
 
     pub(crate) fn sent_by_sendfile(&self, n: u64) {
         self.sendfile_bytes.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn copied_for_sendfile(&self, n: u64) {
+        self.copied_for_sendfile.fetch_add(n, Relaxed);
     }
 
     /// (status, responses) for every status answered at least once.
@@ -83,6 +89,12 @@ impl ServeStats {
     /// into the server's memory (part of [`body_bytes`](Self::body_bytes)).
     pub fn sendfile_bytes(&self) -> u64 {
         self.sendfile_bytes.load(Relaxed)
+    }
+
+    /// File body bytes a sendfile connection read into memory and wrote instead, because the
+    /// page cache did not hold them (sendfile on the runtime thread would wait for the disk).
+    pub fn copied_for_sendfile_bytes(&self) -> u64 {
+        self.copied_for_sendfile.load(Relaxed)
     }
 }
 
