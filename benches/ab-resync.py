@@ -25,7 +25,7 @@ import json, os, signal, subprocess, sys, time, urllib.request
 rounds, W, dirs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 builds = [x for x in dirs if x != "rsync"]
 log = open(f"{W}/dist.log", "w")
-dists = {}  # build -> (process, admin URL, ws URL, state dir)
+dists = {}  # build -> (process, status URL, state dir)
 for k, x in enumerate(builds):
     st = f"{W}/dist-state" + (f"-{k}" if k else "")
     ws, admin = 7400 + 2 * k, 7401 + 2 * k
@@ -39,8 +39,8 @@ def status(x):
 for x in builds:
     for _ in range(3000):
         if dists[x][0].poll() is not None:
-            # Each distributor watches every directory of the tree: two over 100k pages need
-            # more than the default 8,192... or 65,536 inotify watches.
+            # Each distributor watches every directory of the tree: two over 100k pages
+            # needed more inotify watches than vm7's default of 192,540.
             sys.exit(f"the distributor of {x} stopped (see {W}/dist.log; with several builds, "
                      "`sysctl fs.inotify.max_user_watches` may need raising)")
         try:

@@ -317,11 +317,17 @@ pub const STAGED_MODE: u32 = 0o644;
 /// Makes the file just created as `fd` have exactly [`STAGED_MODE`]: it was created with it,
 /// less the umask, so this costs a call only where the umask takes some of it away.
 pub fn make_staged_mode(fd: impl std::os::fd::AsFd) -> io::Result<()> {
-    if umask().is_some_and(|u| STAGED_MODE & u == 0) {
+    if umask_keeps_staged_mode(umask()) {
         return Ok(());
     }
     rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(STAGED_MODE))?;
     Ok(())
+}
+
+/// True when a file created with [`STAGED_MODE`] under `umask` has all of it (an unknown
+/// umask may have taken anything).
+fn umask_keeps_staged_mode(umask: Option<u32>) -> bool {
+    umask.is_some_and(|u| STAGED_MODE & u == 0)
 }
 
 /// The process's umask, read once from `/proc/self/status` (`umask(2)` would have to change
@@ -510,6 +516,11 @@ mod tests {
         make_staged_mode(&f).unwrap();
         let m = f.metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(m, STAGED_MODE);
+        // Which umasks need the chmod: those that take a bit of 0644, and one not known.
+        for (u, keeps) in [(0o022, true), (0o002, true), (0o027, false), (0o077, false)] {
+            assert_eq!(umask_keeps_staged_mode(Some(u)), keeps, "umask {u:o}");
+        }
+        assert!(!umask_keeps_staged_mode(None));
         // The mode it already has costs no chmod, and another one is set.
         set_mode_and_mtime(rustix::fs::CWD, &root.join("staged"), 0o755, 7).unwrap();
         let m = fs::metadata(root.join("staged"))

@@ -72,21 +72,18 @@ impl Stage {
             let e = e?;
             let name = e.file_name();
             let name = name.to_string_lossy();
-            let keep = ContentHash::from_hex(&name).is_some_and(|h| {
-                let mut hasher = blake3::Hasher::new();
-                File::open(e.path())
-                    .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
-                    .is_ok()
-                    && ContentHash::from(hasher.finalize()) == h
-            });
-            if keep {
-                // Made by an older version, maybe with other bits: the publisher counts on these.
+            // Kept with the bits the publisher counts on: an older version made them otherwise.
+            let kept = ContentHash::from_hex(&name).is_some_and(|h| {
                 use std::os::unix::fs::PermissionsExt;
-                let mode = fs::Permissions::from_mode(fsops::STAGED_MODE);
-                if fs::set_permissions(e.path(), mode).is_err() {
-                    let _ = fs::remove_file(e.path());
-                }
-            } else {
+                let mut hasher = blake3::Hasher::new();
+                File::open(e.path()).is_ok_and(|mut f| {
+                    std::io::copy(&mut f, &mut hasher).is_ok()
+                        && ContentHash::from(hasher.finalize()) == h
+                        && f.set_permissions(fs::Permissions::from_mode(fsops::STAGED_MODE))
+                            .is_ok()
+                })
+            });
+            if !kept {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -159,7 +156,7 @@ impl Stage {
                 | rustix::fs::OFlags::CREATE
                 | rustix::fs::OFlags::TRUNC
                 | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::from_raw_mode(0o644),
+            rustix::fs::Mode::from_raw_mode(fsops::STAGED_MODE),
         )
         .map_err(std::io::Error::from)
         .and_then(|fd| {
