@@ -592,7 +592,7 @@ async fn blob_task(
                         if !last {
                             current = Some((h, size, reader));
                         }
-                        let (encoding, data) = crate::blobs::pack(&raw, pace.compress);
+                        let (encoding, data) = crate::blobs::pack(raw, pace.compress);
                         encode(&Message::Chunk(Chunk {
                             hash: h,
                             offset,

@@ -37,7 +37,13 @@ impl DecodeError {
 
 /// Encodes one message as one frame.
 pub fn encode(msg: &Message) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    // Room for the bytes a blob or chunk carries, so they are copied once, not regrown.
+    let carried = match msg {
+        Message::Blob(b) => b.data.len(),
+        Message::Chunk(c) => c.data.len(),
+        _ => 0,
+    };
+    let mut out = Vec::with_capacity(128 + carried);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     bincode::serde::encode_into_std_write(msg, &mut out, config())
