@@ -732,11 +732,14 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
         .index
         .locate_all(&batch)
         .unwrap_or_else(|_| vec![None; batch.len()]);
+    // First which hashes this batch packs; then every file to read is opened and asked for at
+    // once; then they are read in order.
+    let mut small: Vec<(ContentHash, std::path::PathBuf, u64)> = Vec::new();
+    let mut cached: Vec<Bytes> = Vec::new();
     let mut hashes = batch.into_iter().zip(found);
     while let Some((h, at)) = hashes.next() {
-        let gone = || encode(&Message::Gone { hash: h }).into();
         match at {
-            None => out.frames.push(gone()),
+            None => out.frames.push(gone(h)),
             Some((p, size)) if size > INLINE_LIMIT => out.large.push((h, p.to_fs(&ctx.root), size)),
             Some((p, size)) => {
                 if out.content > 0 && out.content + size > PACK_BYTES {
@@ -745,18 +748,30 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
                     break;
                 }
                 out.content += size;
-                let blob = match ctx.hub.cache.get(&h) {
-                    Some(b) => Some((*b).clone()),
-                    None => read_small(&p.to_fs(&ctx.root), &h, compress).ok().flatten(),
-                };
-                out.frames.push(match blob {
-                    Some(b) => encode(&Message::Blob(b)).into(),
-                    None => gone(),
-                });
+                match ctx.hub.cache.get(&h) {
+                    Some(b) => cached.push(encode(&Message::Blob((*b).clone())).into()),
+                    None => small.push((h, p.to_fs(&ctx.root), size)),
+                }
             }
         }
     }
+    out.frames.append(&mut cached);
+    let opened: Vec<_> = small
+        .iter()
+        .map(|(_, path, _)| crate::blobs::open_ahead(path).ok().flatten())
+        .collect();
+    for ((h, _, size), file) in small.into_iter().zip(opened) {
+        let blob = file.and_then(|f| read_small(f, size, &h, compress).ok().flatten());
+        out.frames.push(match blob {
+            Some(b) => encode(&Message::Blob(b)).into(),
+            None => gone(h),
+        });
+    }
     out
+}
+
+fn gone(hash: ContentHash) -> Bytes {
+    encode(&Message::Gone { hash }).into()
 }
 
 #[cfg(test)]
