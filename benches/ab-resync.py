@@ -17,6 +17,9 @@ Usage: benches/ab-resync.py ROUNDS WORK BINDIR [BINDIR...]
   With DIST_ARGS in the environment, the distributor gets those flags too, e.g.
   DIST_ARGS="--resync-compression always" (then never) for the compression A/B behind
   distributor/src/session.rs's `Pace`.
+  With COLD=1 in the environment, the site's files are dropped from the page cache
+  (POSIX_FADV_DONTNEED on each) right before each side's timed start, as on an origin whose
+  site does not fit in memory: each side then reads the tree from the disk.
   A BINDIR of `rsync` times `rsync -a` into a fresh module under WORK/roots instead, plus the
   `sync` after it (its writeback), so the anchor runs in the same conditions, turn about.
 Needs ports 7400 and up (two per binary directory) and 7873 free, and inotify watches for
@@ -53,6 +56,15 @@ res = {x: [] for x in dirs}
 # too: before, SIGTERM left it running (and holding its port and CPU) after the script.
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 mirrors = []
+def evict_site():
+    """Drops the site's pages from the page cache when COLD is set (see the usage)."""
+    if not os.environ.get("COLD"):
+        return
+    for dirpath, _, files in os.walk(f"{W}/site"):
+        for fname in files:
+            fd = os.open(os.path.join(dirpath, fname), os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
 def cpu(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
@@ -74,6 +86,7 @@ try:
                                       f"pid file = {W}/rsyncd-{name}.pid\n[t]\npath = {root}\nread only = no\n")
                 subprocess.run(["rsync", "--daemon", f"--config={conf}", "--port=7873", "--sockopts=TCP_NODELAY"], check=True)
                 subprocess.run(["sync"]); time.sleep(3)
+                evict_site()
                 t0 = time.time()
                 subprocess.run(["rsync", "-a", "--delete", "--sockopts=TCP_NODELAY", f"{W}/site/",
                                 "rsync://127.0.0.1:7873/t/"], check=True)
@@ -104,6 +117,7 @@ try:
                     edits.append(n)
                 editor = threading.Thread(target=edit)
                 editor.start()
+            evict_site()
             d_cpu0 = cpu(d.pid)
             t0 = time.time()
             m = subprocess.Popen([x + "/tamizdat-mirror", "run", "--join", tok, "--root", f"{W}/roots/{name}",
