@@ -451,7 +451,7 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
         Some(r) => Some(RsyncD::start(
             r,
             &rsync_dir,
-            &(0..INITIAL_ROUNDS)
+            &(0..INITIAL_ROUNDS + COLD_ROUNDS)
                 .map(|i| (module(i), rsync_target(i)))
                 .collect::<Vec<_>>(),
         )?),
@@ -468,21 +468,39 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
     let mut tz_inits = Vec::new();
     let mut init_bytes = 0;
     let (mut sync_dist_hwm, mut sync_m1_hwm) = (0, 0);
-    for round in 0..INITIAL_ROUNDS {
+    // The last COLD_ROUNDS rounds read the site from the disk: its pages are dropped from the
+    // page cache before each side starts, as on an origin whose site does not fit in memory.
+    let (mut rs_colds, mut tz_colds) = (Vec::new(), Vec::new());
+    for round in 0..INITIAL_ROUNDS + COLD_ROUNDS {
+        let cold = round >= INITIAL_ROUNDS;
         // What the distributor's index or the last round left dirty is neither side's to
         // write back: flushed before rsync, whose own writeback (timed apart, in `rsync_run`)
         // then leaves the disk clean for the mirror too.
         flush_disk();
         if let (Some(r), Some(d)) = (&rsync, &rsyncd) {
+            if cold {
+                evict(&src);
+            }
             let rs = rsync_run(r, &src, &d.url(&module(round)))?;
-            eprintln!("    rsync initial sync: {:?}", rs.wall);
-            rs_inits.push(rs);
+            eprintln!(
+                "    rsync initial sync{}: {:?}",
+                if cold { " (cold)" } else { "" },
+                rs.wall
+            );
+            if cold {
+                rs_colds.push(rs)
+            } else {
+                rs_inits.push(rs)
+            }
         }
         let name = match round {
             0 => "m1".to_owned(),
             r => format!("s{}", r + 1),
         };
         let tok = dist.add_mirror(&name)?;
+        if cold {
+            evict(&src);
+        }
         let t0 = Instant::now();
         let mut m = Mirror::start(&bin, dir, &name, &tok, &dir.join(format!("{name}-root")))?;
         dist.wait_synced(std::slice::from_ref(&name), Duration::from_secs(1800))?;
@@ -491,8 +509,16 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
         if got != files {
             bail!("{name} holds {got} files after its initial sync, the site has {files}");
         }
-        eprintln!("    tamizdat initial sync: {:.2} s", took.as_secs_f64());
-        tz_inits.push(took);
+        eprintln!(
+            "    tamizdat initial sync{}: {:.2} s",
+            if cold { " (cold)" } else { "" },
+            took.as_secs_f64()
+        );
+        if cold {
+            tz_colds.push(took)
+        } else {
+            tz_inits.push(took)
+        }
         if round == 0 {
             // Peaks through the start-up index and the initial sync alone: before the edits,
             // whose repeated polls put pages in the mirror's hot cache (32 MiB by default).
@@ -505,18 +531,18 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
             dist.revoke_mirror(&name)?;
         }
     }
-    let tz_init =
-        Duration::from_secs_f64(median(tz_inits.iter().map(|d| d.as_secs_f64()).collect()));
-    let rs_init = (!rs_inits.is_empty()).then(|| RsyncRun {
-        wall: Duration::from_secs_f64(median(
-            rs_inits.iter().map(|r| r.wall.as_secs_f64()).collect(),
-        )),
-        writeback: Duration::from_secs_f64(median(
-            rs_inits.iter().map(|r| r.writeback.as_secs_f64()).collect(),
-        )),
-        bytes: rs_inits[0].bytes,
-        transferred: rs_inits[0].transferred,
-    });
+    let median_rsync = |runs: &[RsyncRun]| {
+        (!runs.is_empty()).then(|| RsyncRun {
+            wall: Duration::from_secs_f64(median(
+                runs.iter().map(|r| r.wall.as_secs_f64()).collect(),
+            )),
+            writeback: Duration::from_secs_f64(median(
+                runs.iter().map(|r| r.writeback.as_secs_f64()).collect(),
+            )),
+            bytes: runs[0].bytes,
+            transferred: runs[0].transferred,
+        })
+    };
     {
         let miss = missing(run, "rsync").unwrap_or_default();
         let t = table(
@@ -534,32 +560,29 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
                 "ratio (rsync + writeback / tamizdat)",
             ],
         );
-        let (rw, wb, rb) = match &rs_init {
-            Some(r) => (
-                r.wall.as_secs_f64(),
-                r.writeback.as_secs_f64(),
-                r.bytes as f64,
-            ),
-            None => (f64::NAN, f64::NAN, f64::NAN),
-        };
-        t.row(vec![
-            label.clone(),
-            f(tz_init.as_secs_f64()),
-            format!("{} MB", mb(init_bytes as f64)),
-            if rs_init.is_some() { f(rw) } else { miss },
-            if rs_init.is_some() {
-                f(wb)
-            } else {
-                "–".into()
-            },
-            if rs_init.is_some() {
-                format!("{} MB", mb(rb))
-            } else {
-                "–".into()
-            },
-            ratio(rw, tz_init.as_secs_f64()),
-            ratio(rw + wb, tz_init.as_secs_f64()),
-        ]);
+        let rows = [
+            (label.clone(), &tz_inits, &rs_inits),
+            (format!("{label}, read from the disk"), &tz_colds, &rs_colds),
+        ];
+        for (site, tz, rs) in rows {
+            let tz = median(tz.iter().map(|d| d.as_secs_f64()).collect());
+            let rs = median_rsync(rs);
+            let (rw, wb) = match &rs {
+                Some(r) => (r.wall.as_secs_f64(), r.writeback.as_secs_f64()),
+                None => (f64::NAN, f64::NAN),
+            };
+            t.row(vec![
+                site,
+                f(tz),
+                format!("{} MB", mb(init_bytes as f64)),
+                rs.as_ref().map_or(miss.clone(), |_| f(rw)),
+                rs.as_ref().map_or("–".into(), |_| f(wb)),
+                rs.as_ref()
+                    .map_or("–".into(), |r| format!("{} MB", mb(r.bytes as f64))),
+                ratio(rw, tz),
+                ratio(rw + wb, tz),
+            ]);
+        }
         t.notes = vec![format!(
             "Medians of {INITIAL_ROUNDS} rounds, turn about: rsync into an empty module, `sync`, then a new \
              tamizdat mirror (every sample is in the raw CSV); the bytes are the first round's. \
@@ -575,27 +598,33 @@ fn run_size(run: &mut Run, n: usize, dir: &Path) -> Result<()> {
              (`benches/ab-resync.py`). Both sides create every file and directory, so both slow down \
              when the file system does: \"making a directory with a file in it\" in the machine sample \
              above is several times its usual 20-40 µs for minutes after a large tree was deleted \
-             nearby (ext4 without a journal passes over recently freed inodes; BENCHMARKS.md, run 21)."
+             nearby (ext4 without a journal passes over recently freed inodes; BENCHMARKS.md, run 21). \
+             \"Read from the disk\": {COLD_ROUNDS} more rounds the same way, each side started right after \
+             the site's files were dropped from the page cache (`POSIX_FADV_DONTNEED` on each), as on an \
+             origin whose site does not fit in memory."
         )];
     }
-    if rs_init.is_none() {
+    if rs_inits.is_empty() {
         run.notes.push(missing(run, "rsync").unwrap());
     }
-    for (round, took) in tz_inits.iter().enumerate() {
-        run.raw.push(format!(
-            "initial_sync,{files},1,tamizdat,{round},{:.3}",
-            ms(*took)
-        ));
-    }
-    for (round, r) in rs_inits.iter().enumerate() {
-        run.raw.push(format!(
-            "initial_sync,{files},1,rsync,{round},{:.3}",
-            ms(r.wall)
-        ));
-        run.raw.push(format!(
-            "initial_sync,{files},1,rsync_writeback,{round},{:.3}",
-            ms(r.writeback)
-        ));
+    for (kind, tz, rs) in [
+        ("initial_sync", &tz_inits, &rs_inits),
+        ("initial_sync_cold", &tz_colds, &rs_colds),
+    ] {
+        for (round, took) in tz.iter().enumerate() {
+            run.raw.push(format!(
+                "{kind},{files},1,tamizdat,{round},{:.3}",
+                ms(*took)
+            ));
+        }
+        for (round, r) in rs.iter().enumerate() {
+            run.raw
+                .push(format!("{kind},{files},1,rsync,{round},{:.3}", ms(r.wall)));
+            run.raw.push(format!(
+                "{kind},{files},1,rsync_writeback,{round},{:.3}",
+                ms(r.writeback)
+            ));
+        }
     }
 
     // --- 1 and 1b with tamizdat at each mirror count
@@ -1395,6 +1424,30 @@ const CREATE_PAIRS: usize = 100;
 /// Rounds of the initial sync, each side turn about: one sample moved by up to 2x with the
 /// VM's mood (runs 21, 21c-e).
 const INITIAL_ROUNDS: usize = 3;
+
+/// Rounds of the initial sync after those, with the site's files dropped from the page cache
+/// before each side starts ([`evict`]).
+const COLD_ROUNDS: usize = 3;
+
+/// Drops every file under `dir` from the page cache (`POSIX_FADV_DONTNEED`): the next reader
+/// gets them from the disk, as from an origin whose site does not fit in memory. Dirty pages
+/// stay; the harness flushes before it calls this.
+fn evict(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    for e in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        if !e.file_type().is_file() {
+            continue;
+        }
+        if let Ok(f) = std::fs::File::open(e.path()) {
+            // SAFETY: posix_fadvise takes a valid open descriptor and touches no memory of
+            // ours; it is only advice.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
+}
 
 /// Mean microseconds to make a directory and an empty file in it under `dir`, as a mirror
 /// does for each new page. On this project's VM (ext4 without a journal) it is 20-40 µs
