@@ -73,6 +73,10 @@ type Stream = futures_util::stream::SplitStream<WebSocketStream<Conn>>;
 /// eight reads at this size).
 const READ_BUFFER: usize = 16 << 10;
 
+/// Bulk bytes (the answers to `Need`s) written before one flush, at most: a live changeset or
+/// a ping waits behind no more than that, as behind one chunk of a large file.
+const BULK_FLUSH: usize = 256 << 10;
+
 /// A closing reason: what to tell the mirror, and the log.
 struct Close(ErrorCode, String);
 
@@ -241,9 +245,41 @@ struct Session {
 
 impl Session {
     async fn send(&mut self, frame: Bytes, blob: bool) -> Result<(), Close> {
+        self.feed(frame, blob).await?;
+        self.flush().await
+    }
+
+    /// Sends `first` and the bulk frames waiting behind it, up to [`BULK_FLUSH`] bytes, then
+    /// flushes once: a flush a frame was a `write` a small file.
+    async fn send_bulk(
+        &mut self,
+        first: (Bytes, bool),
+        more: &mut mpsc::Receiver<(Bytes, bool)>,
+    ) -> Result<(), Close> {
+        let mut sent = 0;
+        let mut next = Some(first);
+        while let Some((frame, blob)) = next.take() {
+            sent += frame.len();
+            self.feed(frame, blob).await?;
+            if sent < BULK_FLUSH {
+                next = more.try_recv().ok();
+            }
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<(), Close> {
+        self.sink
+            .flush()
+            .await
+            .map_err(|e| Close(ErrorCode::Internal, format!("send failed: {e}")))
+    }
+
+    /// Queues `frame` in the socket's write buffer (written out as the buffer fills); counts it.
+    async fn feed(&mut self, frame: Bytes, blob: bool) -> Result<(), Close> {
         let n = frame.len() as u64;
         self.sink
-            .send(Ws::Binary(frame))
+            .feed(Ws::Binary(frame))
             .await
             .map_err(|e| Close(ErrorCode::Internal, format!("send failed: {e}")))?;
         let m = &self.ctx.hub.metrics;
@@ -408,8 +444,8 @@ impl Session {
                     let head_seq = self.ctx.hub.head().0;
                     self.send(encode(&Message::Ping { nonce, head_seq }).into(), false).await?;
                 }
-                Some((frame, blob)) = bulk_rx.recv() => {
-                    self.send(frame, blob).await?;
+                Some(first) = bulk_rx.recv() => {
+                    self.send_bulk(first, &mut bulk_rx).await?;
                 }
             }
         }
