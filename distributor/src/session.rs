@@ -768,8 +768,8 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
         .index
         .locate_all(&batch)
         .unwrap_or_else(|_| vec![None; batch.len()]);
-    // First which hashes this batch packs; then every file to read is opened and asked for at
-    // once; then they are read in order.
+    // First which hashes this batch packs; then its files are read in order, the next ones
+    // opened and asked for ahead.
     let mut small: Vec<(ContentHash, std::path::PathBuf, u64)> = Vec::new();
     let mut cached: Vec<Bytes> = Vec::new();
     let mut hashes = batch.into_iter().zip(found);
@@ -792,19 +792,28 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
         }
     }
     out.frames.append(&mut cached);
-    let opened: Vec<_> = small
-        .iter()
-        .map(|(_, path, _)| crate::blobs::open_ahead(path).ok().flatten())
-        .collect();
-    for ((h, _, size), file) in small.into_iter().zip(opened) {
-        let blob = file.and_then(|f| read_small(f, size, &h, compress).ok().flatten());
+    // Up to READ_AHEAD files are open and asked for ahead of the one being read.
+    let mut opened = std::collections::VecDeque::with_capacity(READ_AHEAD);
+    let mut to_open = small.iter().map(|(_, path, _)| path);
+    for (h, _, size) in &small {
+        while opened.len() < READ_AHEAD {
+            let Some(path) = to_open.next() else { break };
+            opened.push_back(crate::blobs::open_ahead(path).ok().flatten());
+        }
+        let file = opened.pop_front().flatten();
+        let blob = file.and_then(|f| read_small(f, *size, h, compress).ok().flatten());
         out.frames.push(match blob {
             Some(b) => encode(&Message::Blob(b)).into(),
-            None => gone(h),
+            None => gone(*h),
         });
     }
     out
 }
+
+/// Small files of a resync open and asked for (`POSIX_FADV_WILLNEED`) ahead of the one being
+/// read, per session: their reads are in flight together, and a distributor feeding many
+/// fresh mirrors at once holds this many descriptors for each, not a whole batch's.
+const READ_AHEAD: usize = 16;
 
 fn gone(hash: ContentHash) -> Bytes {
     encode(&Message::Gone { hash }).into()
