@@ -639,7 +639,10 @@ async fn blob_task(
                         .into()
                     }
                 }
-                Err(_) => encode(&Message::Gone { hash: h }).into(),
+                Err(e) => {
+                    warn!(hash = %h, "cannot read a large file a mirror asked for, answered Gone: {e}");
+                    gone(h)
+                }
             };
             (vec![frame], content)
         } else if let Some((h, path, size)) = large.pop_front() {
@@ -648,7 +651,11 @@ async fn blob_task(
                     current = Some((h, size, r));
                     continue;
                 }
-                _ => (vec![encode(&Message::Gone { hash: h }).into()], 0),
+                Ok(None) => (vec![gone(h)], 0),
+                Err(e) => {
+                    unreadable(&path, &e);
+                    (vec![gone(h)], 0)
+                }
             }
         } else {
             continue;
@@ -795,13 +802,21 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
     // Up to READ_AHEAD files are open and asked for ahead of the one being read.
     let mut opened = std::collections::VecDeque::with_capacity(READ_AHEAD);
     let mut to_open = small.iter().map(|(_, path, _)| path);
-    for (h, _, size) in &small {
+    for (h, path, size) in &small {
         while opened.len() < READ_AHEAD {
             let Some(path) = to_open.next() else { break };
-            opened.push_back(crate::blobs::open_ahead(path).ok().flatten());
+            opened.push_back(crate::blobs::open_ahead(path).unwrap_or_else(|e| {
+                unreadable(path, &e);
+                None
+            }));
         }
         let file = opened.pop_front().flatten();
-        let blob = file.and_then(|f| read_small(f, *size, h, compress).ok().flatten());
+        let blob = file.and_then(|f| {
+            read_small(f, *size, h, compress).unwrap_or_else(|e| {
+                unreadable(path, &e);
+                None
+            })
+        });
         out.frames.push(match blob {
             Some(b) => encode(&Message::Blob(b)).into(),
             None => gone(*h),
@@ -814,6 +829,13 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
 /// read, per session: their reads are in flight together, and a distributor feeding many
 /// fresh mirrors at once holds this many descriptors for each, not a whole batch's.
 const READ_AHEAD: usize = 16;
+
+/// A file of the tree that is there but cannot be read (its permissions, no descriptors left,
+/// the disk) is answered `Gone` like one that changed, so the mirror goes without it until it
+/// changes again: said in the log, where it was silent.
+fn unreadable(path: &std::path::Path, e: &std::io::Error) {
+    warn!(path = %path.display(), "cannot read a file a mirror asked for, answered Gone: {e}");
+}
 
 fn gone(hash: ContentHash) -> Bytes {
     encode(&Message::Gone { hash }).into()
