@@ -1,6 +1,7 @@
 //! Bytes for a hash: the recently changed small files come from memory (the journal just read
 //! them to hash them), everything else from the tree, verified against the hash as it is read.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::path::Path;
@@ -27,11 +28,11 @@ thread_local! {
 const LEVEL: i32 = 1;
 
 /// Compresses with zstd (checksum on) when asked to and when that makes the bytes smaller;
-/// otherwise hands `raw` back as it is, without a copy.
-pub fn pack(raw: Vec<u8>, compress: bool) -> (Encoding, Vec<u8>) {
+/// otherwise hands `raw` back as it is, copied only if it was borrowed.
+pub fn pack(raw: Cow<'_, [u8]>, compress: bool) -> (Encoding, Vec<u8>) {
     match compress.then(|| compressed(&raw)).flatten() {
         Some(z) => (Encoding::Zstd, z),
-        None => (Encoding::Raw, raw),
+        None => (Encoding::Raw, raw.into_owned()),
     }
 }
 
@@ -78,10 +79,7 @@ impl BlobCache {
         if raw.len() > self.limit / 4 {
             return;
         }
-        let (encoding, data) = match compressed(raw) {
-            Some(z) => (Encoding::Zstd, z),
-            None => (Encoding::Raw, raw.to_vec()),
-        };
+        let (encoding, data) = pack(raw.into(), true);
         let mut g = self.inner.lock().unwrap();
         let Fifo { map, order, bytes } = &mut *g;
         if map.contains_key(&hash) {
@@ -141,7 +139,7 @@ pub fn read_small(
     if ContentHash::of(&raw) != *hash {
         return Ok(None);
     }
-    let (encoding, data) = pack(raw, compress);
+    let (encoding, data) = pack(raw.into(), compress);
     Ok(Some(Blob {
         hash: *hash,
         encoding,

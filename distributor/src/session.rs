@@ -628,7 +628,7 @@ async fn blob_task(
                         if !last {
                             current = Some((h, size, reader));
                         }
-                        let (encoding, data) = crate::blobs::pack(raw, pace.compress);
+                        let (encoding, data) = crate::blobs::pack(raw.into(), pace.compress);
                         encode(&Message::Chunk(Chunk {
                             hash: h,
                             offset,
@@ -640,7 +640,7 @@ async fn blob_task(
                     }
                 }
                 Err(e) => {
-                    warn!(hash = %h, "cannot read a large file a mirror asked for, answered Gone: {e}");
+                    unreadable(&h, &e);
                     gone(h)
                 }
             };
@@ -653,7 +653,7 @@ async fn blob_task(
                 }
                 Ok(None) => (vec![gone(h)], 0),
                 Err(e) => {
-                    unreadable(&path, &e);
+                    unreadable(&path.display(), &e);
                     (vec![gone(h)], 0)
                 }
             }
@@ -778,7 +778,6 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
     // First which hashes this batch packs; then its files are read in order, the next ones
     // opened and asked for ahead.
     let mut small: Vec<(ContentHash, std::path::PathBuf, u64)> = Vec::new();
-    let mut cached: Vec<Bytes> = Vec::new();
     let mut hashes = batch.into_iter().zip(found);
     while let Some((h, at)) = hashes.next() {
         match at {
@@ -792,13 +791,12 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
                 }
                 out.content += size;
                 match ctx.hub.cache.get(&h) {
-                    Some(b) => cached.push(encode(&Message::Blob((*b).clone())).into()),
+                    Some(b) => out.frames.push(encode(&Message::Blob((*b).clone())).into()),
                     None => small.push((h, p.to_fs(&ctx.root), size)),
                 }
             }
         }
     }
-    out.frames.append(&mut cached);
     // Up to READ_AHEAD files are open and asked for ahead of the one being read.
     let mut opened = std::collections::VecDeque::with_capacity(READ_AHEAD);
     let mut to_open = small.iter().map(|(_, path, _)| path);
@@ -806,14 +804,14 @@ fn pack_small(ctx: &Ctx, batch: Vec<ContentHash>, compress: bool) -> Packed {
         while opened.len() < READ_AHEAD {
             let Some(path) = to_open.next() else { break };
             opened.push_back(crate::blobs::open_ahead(path).unwrap_or_else(|e| {
-                unreadable(path, &e);
+                unreadable(&path.display(), &e);
                 None
             }));
         }
         let file = opened.pop_front().flatten();
         let blob = file.and_then(|f| {
             read_small(f, *size, h, compress).unwrap_or_else(|e| {
-                unreadable(path, &e);
+                unreadable(&path.display(), &e);
                 None
             })
         });
@@ -833,8 +831,9 @@ const READ_AHEAD: usize = 16;
 /// A file of the tree that is there but cannot be read (its permissions, no descriptors left,
 /// the disk) is answered `Gone` like one that changed, so the mirror goes without it until it
 /// changes again: said in the log, where it was silent.
-fn unreadable(path: &std::path::Path, e: &std::io::Error) {
-    warn!(path = %path.display(), "cannot read a file a mirror asked for, answered Gone: {e}");
+/// `what`: the file's path, or the hash of a large file whose chunk failed.
+fn unreadable(what: &dyn std::fmt::Display, e: &std::io::Error) {
+    warn!(file = %what, "cannot read a file a mirror asked for, answered Gone: {e}");
 }
 
 fn gone(hash: ContentHash) -> Bytes {
